@@ -1,0 +1,160 @@
+"""The training loop: uint8 tensors batched and normalised on the device, Adam, cross-entropy, per-layer grad norms."""
+
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import precision_score, recall_score
+from torch import nn
+
+from depthstudy.data import Split
+from depthstudy.errors import UserError
+from depthstudy.models import weight_layers
+from depthstudy.params import TrainParams
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` = CUDA, then Apple's MPS, then the CPU; an explicit device that is absent is an error."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available[name]:
+        raise UserError(f"params.yaml: train.device is {name!r}, but this machine has no {name} device (try auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed Python, numpy and torch, and pin the CPU thread count (0 keeps PyTorch's default)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+class Normalize:
+    """Turn a batch of uint8 images (B, 3, 32, 32) into float32, standardised with the training split's stats."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+        self.scale = (1 / (255 * torch.tensor(std, device=device))).view(1, 3, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().mul_(self.scale).add_(self.shift)
+
+
+def batches(
+    split: Split, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images, labels) batches, shuffled by ``generator`` when given; the last batch may be short."""
+    n = len(split.labels)
+    order = torch.randperm(n, generator=generator) if generator is not None else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        else:
+            idx = order[start : start + batch_size]
+            yield split.images[idx], split.labels[idx]
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    batch_size: int,
+    generator: torch.Generator,
+    normalize: Normalize,
+    device: torch.device,
+) -> dict:
+    """One pass over ``split`` in train mode → loss, accuracy, throughput and each layer's mean grad norm."""
+    model.train()
+    layers = [m for _, m in weight_layers(model)]
+    grad_sum = torch.zeros(len(layers), device=device, dtype=torch.float64)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    steps = 0
+    start = time.perf_counter()
+    for images, labels in batches(split, batch_size, generator):
+        x, y = normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # Sums stay on the device (no sync per step); the epoch's mean is read once at the end.
+        grad_sum += torch.stack([torch.linalg.vector_norm(m.weight.grad) for m in layers]).double()
+        optimizer.step()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.argmax(dim=1) == y).sum()
+        steps += 1
+    loss_value = loss_sum.item()
+    seconds = time.perf_counter() - start
+    n = len(split.labels)
+    return {
+        "loss": loss_value / n,
+        "acc": correct.item() / n,
+        "images_per_s": n / seconds,
+        "grad_norms": (grad_sum / max(steps, 1)).tolist(),
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int, normalize: Normalize, device: torch.device):
+    """Eval-mode pass → (mean cross-entropy, (N,) predicted classes as a numpy array)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    preds = []
+    for images, labels in batches(split, batch_size):
+        logits = model(normalize(images.to(device)))
+        loss_sum += F.cross_entropy(logits, labels.to(device), reduction="sum").double()
+        preds.append(logits.argmax(dim=1).cpu())
+    return loss_sum.item() / len(split.labels), torch.cat(preds).numpy()
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
+    """Accuracy and macro precision/recall (scikit-learn; a class never predicted counts as precision 0)."""
+    return {
+        "acc": float((labels == preds).mean()),
+        "precision": float(precision_score(labels, preds, average="macro", zero_division=0)),
+        "recall": float(recall_score(labels, preds, average="macro", zero_division=0)),
+    }
+
+
+EpochLogger = Callable[[int, dict[str, float], list[float]], None]
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    params: TrainParams,
+    normalize: Normalize,
+    device: torch.device,
+    log: EpochLogger,
+) -> None:
+    """Train ``model`` for ``params.epochs`` epochs with Adam; after each, ``log(epoch, metrics, grad_norms)``.
+
+    ``metrics`` uses dvclive's names (train/loss, val/acc, …); ``grad_norms[i]`` is the mean L2 norm of layer i's
+    weight gradient over the epoch's steps (layers as ``weight_layers`` orders them).
+    """
+    # fused Adam updates in place, one kernel per parameter group: the least memory and the fastest here.
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, fused=device.type in ("cpu", "cuda", "mps"))
+    generator = torch.Generator().manual_seed(params.seed)
+    for epoch in range(1, params.epochs + 1):
+        start = time.perf_counter()
+        tr = train_epoch(model, optimizer, train, params.batch_size, generator, normalize, device)
+        val_loss, val_preds = predict(model, val, params.batch_size, normalize, device)
+        va = classification_metrics(val.labels.numpy(), val_preds)
+        metrics = {
+            "train/loss": tr["loss"],
+            "train/acc": tr["acc"],
+            "val/loss": val_loss,
+            "val/acc": va["acc"],
+            "val/precision": va["precision"],
+            "val/recall": va["recall"],
+            "train/images_per_s": tr["images_per_s"],
+            "epoch_time_s": time.perf_counter() - start,
+        }
+        log(epoch, metrics, tr["grad_norms"])

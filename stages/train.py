@@ -1,0 +1,89 @@
+"""Stages `train_fc20`, `train_fc56`, `train_resnet18`: train one model, logging every epoch with dvclive.
+
+Reads params.yaml (`train`, `models.<MODEL>`) and the prepared splits; writes the final weights (a state_dict
+checkpoint loadable with torch.load(weights_only=True)) and a dvclive directory: metrics.json (final values and
+run info), plots/metrics/<split>/<name>.tsv (one row per epoch), params.yaml, and grad_norms.tsv (every
+Linear/Conv layer's mean weight-gradient L2 norm, per epoch).
+Run: python stages/train.py fc20 data/prepared data/models/fc20.pt metrics/fc20
+"""
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+from dvclive import Live
+
+from depthstudy.data import load_meta, load_split
+from depthstudy.errors import run_stage
+from depthstudy.files import atomic_path
+from depthstudy.models import build_model, count_parameters, weight_layers
+from depthstudy.params import load_params
+from depthstudy.train import Normalize, fit, pick_device, seed_everything
+
+GRAD_NORMS = "grad_norms.tsv"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a model name under `models` in params.yaml")
+    parser.add_argument("data_dir", type=Path, help="the prepared splits (preprocess's output)")
+    parser.add_argument("checkpoint", type=Path, help="where to write the final weights")
+    parser.add_argument("live_dir", type=Path, help="the dvclive directory for this model")
+    args = parser.parse_args(argv)
+
+    params = load_params()
+    model_params = params.model(args.model)
+    seed_everything(params.train.seed, params.train.threads)
+    device = pick_device(params.train.device)
+    meta = load_meta(args.data_dir)
+    train, val = load_split(args.data_dir, "train"), load_split(args.data_dir, "val")
+    model = build_model(model_params).to(device)
+    layer_names = [name for name, _ in weight_layers(model)]
+    print(f"{args.model}: {count_parameters(model):,} parameters, {len(layer_names)} weight layers, on {device}")
+
+    with Live(str(args.live_dir), dvcyaml=False, save_dvc_exp=False) as live:
+        live.log_params({"model": args.model, **dataclasses.asdict(model_params), **dataclasses.asdict(params.train)})
+        live.summary.update(
+            params_count=count_parameters(model),
+            device=str(device),
+            torch_version=torch.__version__,
+            data_source=meta["source"],
+        )
+        grad_log = open(args.live_dir / GRAD_NORMS, "w")
+        grad_log.write("step\tepoch\tlayer\tname\tgrad_norm\n")
+
+        def log(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
+            for name, value in metrics.items():
+                live.log_metric(name, value)
+            live.log_metric("grad/first_layer", grad_norms[0])
+            live.log_metric("grad/last_layer", grad_norms[-1])
+            grad_log.writelines(
+                f"{live.step}\t{epoch}\t{i}\t{name}\t{norm:.6e}\n" for i, (name, norm) in enumerate(zip(layer_names, grad_norms))
+            )
+            grad_log.flush()
+            live.next_step()
+            print(
+                f"{args.model} epoch {epoch}/{params.train.epochs}: "
+                + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+                flush=True,
+            )
+
+        with grad_log:
+            fit(model, train, val, params.train, Normalize(meta["mean"], meta["std"], device), device, log)
+
+    with atomic_path(args.checkpoint) as tmp:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "model_name": args.model,
+                "model_params": dataclasses.asdict(model_params),
+                "epoch": params.train.epochs,
+            },
+            tmp,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))
