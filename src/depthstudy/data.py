@@ -26,6 +26,7 @@ EXPECTED = (*TRAIN_MEMBERS, TEST_MEMBER, META_MEMBER)
 RECORD = 1 + 3 * 32 * 32
 NUM_CLASSES = 10
 MAX_MEMBER_BYTES = 64 << 20  # the official batches are 30.7 MB; anything far larger is refused unread
+CHUNK_BYTES = 1 << 20
 MAX_ARCHIVE_BYTES = 1 << 30  # all members together (the official archive unpacks to 185 MB): a bomb guard
 SPLITS = ("train", "val", "test")
 
@@ -97,7 +98,7 @@ def read_archive(path: Path) -> tuple[dict[str, bytes], list[str]]:
     try:
         with tarfile.open(path, mode="r:gz") as tar:
             for member in tar:
-                name = member.name
+                name = member.name.removeprefix("./")  # as `tar czf x.tgz ./dir` writes names
                 total += member.size
                 if total > MAX_ARCHIVE_BYTES:
                     raise UserError(f"{path}: members add up to over {MAX_ARCHIVE_BYTES} bytes; refusing to read on")
@@ -107,11 +108,16 @@ def read_archive(path: Path) -> tuple[dict[str, bytes], list[str]]:
                     raise UserError(f"{path}: refusing member {name!r}: links and device files are not allowed")
                 if name not in EXPECTED:
                     continue
+                if not member.isfile():
+                    raise UserError(f"{path}: member {name!r} is not a regular file")
                 if name in found:
                     raise UserError(f"{path}: member {name!r} appears twice")
                 if member.size > MAX_MEMBER_BYTES:
                     raise UserError(f"{path}: member {name!r} is {member.size} bytes, over the {MAX_MEMBER_BYTES} cap")
                 found[name] = tar.extractfile(member).read()
+            # tarfile stops at the end-of-archive block; read on to the gzip trailer so its CRC is checked.
+            while tar.fileobj.read(CHUNK_BYTES):
+                pass
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
         raise UserError(f"{path}: not a readable .tar.gz archive ({e or type(e).__name__})") from None
     missing = [name for name in EXPECTED if name not in found]
@@ -176,7 +182,7 @@ def prepare(archive: Path, params: DataParams) -> tuple[dict[str, Split], dict]:
     splits = {
         "train": Split(torch.from_numpy(train_x[train_idx]), torch.from_numpy(train_y[train_idx])),
         "val": Split(torch.from_numpy(train_x[val_idx]), torch.from_numpy(train_y[val_idx])),
-        "test": Split(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y)),
+        "test": Split(torch.from_numpy(np.array(test_x)), torch.from_numpy(test_y)),  # a copy: frombuffer is read-only
     }
     mean, std = channel_stats(splits["train"].images)
     meta = {

@@ -27,7 +27,8 @@ def _copy(src: BinaryIO, dst: BinaryIO, total: int | None, desc: str) -> tuple[i
     """Copy ``src`` to ``dst`` with a progress bar; return (bytes copied, md5 hex digest)."""
     md5 = hashlib.md5()
     size = 0
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False) as bar:
+    # disable=None: a bar on a terminal, nothing in logs (so an error stays one line)
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False, disable=None) as bar:
         while chunk := src.read(CHUNK):
             dst.write(chunk)
             md5.update(chunk)
@@ -48,7 +49,8 @@ def _http_once(url: str, tmp: Path, timeout: float) -> tuple[int, str]:
             raise _Retryable(f"HTTP {e.code} {e.reason}") from None
         raise UserError(f"{url}: HTTP {e.code} {e.reason}; {MIRROR_HINT}") from None
     except urllib.error.URLError as e:
-        if isinstance(e.reason, (socket.timeout, TimeoutError, ConnectionError)):
+        transient = isinstance(e.reason, (socket.timeout, TimeoutError, ConnectionError))
+        if transient and not isinstance(e.reason, ConnectionRefusedError):
             raise _Retryable(str(e.reason)) from None
         raise UserError(f"cannot reach {url} ({e.reason}); {MIRROR_HINT}") from None
     except (TimeoutError, ConnectionError, http.client.HTTPException) as e:

@@ -1,6 +1,7 @@
 """params.yaml, read once into frozen dataclasses and validated: bad input names the key and what is allowed."""
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,11 +172,20 @@ def parse_params(raw) -> Params:
     )
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-05`` — as DVC's ``-S train.lr=1e-5`` writes it — as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``; every problem is a one-line ``UserError`` naming the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise UserError(f"{path}: not found (run from the project root, where params.yaml lives)") from None
     except yaml.YAMLError as e:
