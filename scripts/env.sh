@@ -16,3 +16,5 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha256 2>/dev/null)
   echo "$want" > .venv/.requirements.sha256
 fi
 source .venv/bin/activate
+# `dvc plots show` draws offline from a page that inlines Vega (.dvc/config: plots.html_template); generated, not committed.
+[ -f .dvc/plots/offline.html ] || python -m depthstudy.offline_html .dvc/plots/offline.html

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from depthstudy.data import build_digits_archive
 from depthstudy.download import fetch
-from depthstudy.files import atomic_path
 from depthstudy.errors import run_stage
+from depthstudy.files import atomic_path
 from depthstudy.params import load_params
 
 

@@ -3,8 +3,9 @@
 Reads params.yaml (`train`, `models.<MODEL>`) and the prepared splits; writes the final weights (a state_dict
 checkpoint loadable with torch.load(weights_only=True)) and a dvclive directory: metrics.json (final values and
 run info), plots/metrics/<split>/<name>.tsv (one row per epoch), params.yaml, and grad_norms.tsv (every
-Linear/Conv layer's mean weight-gradient L2 norm, per epoch).
-Run: python stages/train.py fc20 data/prepared data/models/fc20.pt metrics/fc20
+Linear/Conv layer's mean weight-gradient L2 norm, per epoch). With --resume, also the end-of-epoch state
+(model, optimizer, RNG, history) that a killed run resumes from; a finished run leaves a small marker there.
+Run: python stages/train.py fc20 data/prepared data/models/fc20.pt metrics/fc20 --resume data/checkpoints/fc20.pt
 """
 
 import argparse
@@ -15,12 +16,13 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
+from depthstudy import checkpoint
 from depthstudy.data import load_meta, load_split
-from depthstudy.errors import run_stage
+from depthstudy.errors import UserError, run_stage
 from depthstudy.files import atomic_path
 from depthstudy.models import build_model, count_parameters, weight_layers
 from depthstudy.params import load_params
-from depthstudy.train import Normalize, fit, pick_device, seed_everything
+from depthstudy.train import Normalize, fit, make_optimizer, pick_device, seed_everything
 
 GRAD_NORMS = "grad_norms.tsv"
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_dir", type=Path, help="the prepared splits (preprocess's output)")
     parser.add_argument("checkpoint", type=Path, help="where to write the final weights")
     parser.add_argument("live_dir", type=Path, help="the dvclive directory for this model")
+    parser.add_argument("--resume", type=Path, help="end-of-epoch state to resume from after a crash")
     args = parser.parse_args(argv)
 
     params = load_params()
@@ -40,9 +43,19 @@ def main(argv: list[str] | None = None) -> None:
     meta = load_meta(args.data_dir)
     train, val = load_split(args.data_dir, "train"), load_split(args.data_dir, "val")
     model = build_model(model_params).to(device)
+    optimizer = make_optimizer(model, params.train.lr, device)
+    generator = torch.Generator().manual_seed(params.train.seed)
     layer_names = [name for name, _ in weight_layers(model)]
     print(f"{args.model}: {count_parameters(model):,} parameters, {len(layer_names)} weight layers, on {device}")
 
+    data_files = [args.data_dir / f for f in ("train.pt", "val.pt", "meta.json")]
+    fp = checkpoint.fingerprint(args.model, model_params, params.train, data_files)
+    state = checkpoint.load(args.resume, fp, device) if args.resume else None
+    history = checkpoint.restore(state, model, optimizer, generator) if state else []
+    del state
+
+    # The dvclive directory is rebuilt from the checkpoint's history on resume: whatever a kill interrupted,
+    # it then holds exactly one row per finished epoch.
     with Live(str(args.live_dir), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({"model": args.model, **dataclasses.asdict(model_params), **dataclasses.asdict(params.train)})
         live.summary.update(
@@ -51,27 +64,37 @@ def main(argv: list[str] | None = None) -> None:
             torch_version=torch.__version__,
             data_source=meta["source"],
         )
-        grad_log = open(args.live_dir / GRAD_NORMS, "w")
-        grad_log.write("step\tepoch\tlayer\tname\tgrad_norm\n")
+        with open(args.live_dir / GRAD_NORMS, "w") as grad_log:
+            grad_log.write("step\tepoch\tlayer\tname\tgrad_norm\n")
 
-        def log(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
-            for name, value in metrics.items():
-                live.log_metric(name, value)
-            live.log_metric("grad/first_layer", grad_norms[0])
-            live.log_metric("grad/last_layer", grad_norms[-1])
-            grad_log.writelines(
-                f"{live.step}\t{epoch}\t{i}\t{name}\t{norm:.6e}\n" for i, (name, norm) in enumerate(zip(layer_names, grad_norms))
-            )
-            grad_log.flush()
-            live.next_step()
-            print(
-                f"{args.model} epoch {epoch}/{params.train.epochs}: "
-                + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
-                flush=True,
-            )
+            def log(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
+                for name, value in metrics.items():
+                    live.log_metric(name, value)
+                live.log_metric("grad/first_layer", grad_norms[0])
+                live.log_metric("grad/last_layer", grad_norms[-1])
+                grad_log.writelines(
+                    f"{live.step}\t{epoch}\t{i}\t{name}\t{norm:.6e}\n"
+                    for i, (name, norm) in enumerate(zip(layer_names, grad_norms))
+                )
+                grad_log.flush()
+                live.next_step()
 
-        with grad_log:
-            fit(model, train, val, params.train, Normalize(meta["mean"], meta["std"], device), device, log)
+            def finish_epoch(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
+                log(epoch, metrics, grad_norms)
+                history.append((metrics, grad_norms))
+                if args.resume:
+                    checkpoint.save(args.resume, fp, model, optimizer, generator, history)
+                print(f"{args.model} epoch {epoch}/{params.train.epochs}: " + " ".join(
+                    f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+
+            for epoch, (metrics, grad_norms) in enumerate(history, start=1):
+                log(epoch, metrics, grad_norms)
+            normalize = Normalize(meta["mean"], meta["std"], device)
+            try:
+                fit(model, optimizer, generator, train, val, params.train, normalize, device, finish_epoch,
+                    start_epoch=len(history) + 1)
+            except UserError as e:
+                raise UserError(f"{args.model}: {e}") from None
 
     with atomic_path(args.checkpoint) as tmp:
         torch.save(
@@ -83,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             },
             tmp,
         )
+    if args.resume:
+        checkpoint.mark_finished(args.resume, fp)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 import gzip
 import importlib.util
 import io
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from depthstudy import data
@@ -18,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def params_dict(overrides: dict | None = None) -> dict:
-    """The repo's params.yaml as a dict, with ``{"train.lr": 0.1, ...}`` (dotted keys) set on top."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+def params_dict(overrides: dict | None = None, base: Path = REPO / "params.yaml") -> dict:
+    """``base`` (the repo's params.yaml) as a dict, with ``{"train.lr": 0.1, ...}`` (dotted keys) set on top."""
+    raw = yaml.safe_load(base.read_text())
     for dotted, value in (overrides or {}).items():
         *parents, last = dotted.split(".")
         node = raw
@@ -31,9 +34,16 @@ def params_dict(overrides: dict | None = None) -> dict:
 
 
 def write_params(directory: Path, overrides: dict | None = None) -> Path:
+    """Write ``directory``/params.yaml: the repo's params with ``overrides``."""
     path = Path(directory) / "params.yaml"
     path.write_text(yaml.safe_dump(params_dict(overrides), sort_keys=False))
     return path
+
+
+def update_params(directory: Path, overrides: dict) -> None:
+    """Change some keys of ``directory``/params.yaml in place, as a user editing it would."""
+    path = Path(directory) / "params.yaml"
+    path.write_text(yaml.safe_dump(params_dict(overrides, base=path), sort_keys=False))
 
 
 @dataclass
@@ -113,3 +123,59 @@ def assert_one_line_error(stderr: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+# --- end to end: the real dvc in a temporary git repo -----------------------------------------------------------
+
+E2E_EPOCHS = 3
+E2E_PARAMS = {  # the digits sample at settings that train in seconds
+    "data.source": "digits",
+    "data.train_limit": 400,
+    "data.test_limit": 100,
+    "train.epochs": E2E_EPOCHS,
+    "models.fc20.width": 64,
+    "models.fc56.width": 64,
+}
+
+
+def dvc(repo: Path, *args: str) -> str:
+    """Run the real dvc CLI in ``repo``; fail the test with its output if it exits non-zero."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's git-tracked and unignored files (no .venv, data/, .git) into a new git repo."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    git(dest, "init", "-q")
+    git(dest, "config", "user.name", "depthstudy tests")
+    git(dest, "config", "user.email", "tests@localhost")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """A repo copy after one full `dvc repro` on reduced settings, results committed as the baseline.
+
+    Shared by the end-to-end tests, which run in file order; later ones see the experiments earlier ones ran.
+    """
+    repo = copy_project(tmp_path_factory.mktemp("repo"))
+    write_params(repo, E2E_PARAMS)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "reduced settings")
+    output = dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline run")
+    return repo, output

@@ -1,37 +1,30 @@
-"""The train stage: bit-identical metrics on CPU for identical params, and every metric logged once per epoch."""
+"""The train stage: bit-identical metrics on CPU for identical params, one row per epoch, a clear stop on divergence."""
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
+from conftest import assert_one_line_error, load_stage, params_dict, run_script, write_params
 from depthstudy.data import build_digits_archive, prepare, save_splits
 from depthstudy.params import parse_params
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "stages"))
-import train as train_stage  # noqa: E402
-
 WALL_CLOCK = {"epoch_time_s", "images_per_s"}  # the only figures allowed to differ between identical runs
 EPOCHS = 2
+REDUCED = {"data.source": "digits", "data.train_limit": 240, "train.epochs": EPOCHS, "train.threads": 1,
+           "models.fc20.width": 32, "models.fc56.width": 32}
+train_stage = load_stage("train")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A directory with a reduced params.yaml and the digits sample prepared (240 train+val images)."""
     d = tmp_path_factory.mktemp("train")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"].update(source="digits", train_limit=240)
-    raw["train"].update(epochs=EPOCHS, threads=1)
-    for name in ("fc20", "fc56"):
-        raw["models"][name]["width"] = 32
-    (d / "params.yaml").write_text(yaml.safe_dump(raw))
+    write_params(d, REDUCED)
     build_digits_archive(d / "archive.tar.gz")
-    save_splits(d / "prepared", *prepare(d / "archive.tar.gz", parse_params(raw).data))
+    save_splits(d / "prepared", *prepare(d / "archive.tar.gz", parse_params(params_dict(REDUCED)).data))
     return d
 
 
@@ -45,17 +38,20 @@ def logged_tables(live: Path) -> dict[str, pd.DataFrame]:
     return {name: df.drop(columns=["timestamp"], errors="ignore") for name, df in tables.items()}
 
 
+def assert_same_metrics(first: dict[str, pd.DataFrame], second: dict[str, pd.DataFrame]) -> None:
+    """Every logged table equal to the bit, wall-clock figures aside."""
+    assert first.keys() == second.keys()
+    compared = [name for name in first if Path(name).stem not in WALL_CLOCK]
+    for name in compared:
+        pd.testing.assert_frame_equal(first[name], second[name], check_exact=True, obj=name)
+    assert len(compared) >= 9  # 6 train/val metrics, 2 gradient summaries, grad_norms.tsv
+
+
 @pytest.mark.parametrize("model", ["fc56", "resnet18"])
 def test_same_params_give_bit_identical_metrics(workdir, monkeypatch, model):
     monkeypatch.chdir(workdir)
-    first, second = logged_tables(train(workdir, model, f"{model}-a")), logged_tables(train(workdir, model, f"{model}-b"))
-    assert first.keys() == second.keys()
-    compared = 0
-    for name, table in first.items():
-        if Path(name).stem not in WALL_CLOCK:
-            pd.testing.assert_frame_equal(table, second[name], check_exact=True)
-            compared += 1
-    assert compared >= 9  # 6 train/val metrics, 2 gradient summaries, grad_norms.tsv
+    first, second = train(workdir, model, f"{model}-a"), train(workdir, model, f"{model}-b")
+    assert_same_metrics(logged_tables(first), logged_tables(second))
 
 
 def test_every_metric_has_one_row_per_epoch(workdir, monkeypatch):
@@ -76,3 +72,11 @@ def test_every_metric_has_one_row_per_epoch(workdir, monkeypatch):
     assert summary["params_count"] > 0 and summary["torch_version"]
     checkpoint = torch.load(workdir / "fc20" / "model.pt", weights_only=True)
     assert checkpoint["model_name"] == "fc20" and checkpoint["model_params"]["depth"] == 20
+
+
+def test_non_finite_loss_stops_with_model_epoch_and_step_and_no_weights(tmp_path, workdir):
+    write_params(tmp_path, {**REDUCED, "train.lr": 1e12, "models.fc20.init": "kaiming"})
+    done = run_script("train", "fc20", workdir / "prepared", tmp_path / "model.pt", tmp_path / "live", cwd=tmp_path)
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "fc20", "non-finite", "epoch 1", "step", "train.lr")
+    assert not (tmp_path / "model.pt").exists()

@@ -177,7 +177,8 @@ def prepare(archive: Path, params: DataParams) -> tuple[dict[str, Split], dict]:
             np.arange(len(train_y)), test_size=params.val_fraction, stratify=train_y, random_state=params.seed
         )
     except ValueError as e:
-        raise UserError(f"params.yaml: data.val_fraction = {params.val_fraction} cannot be split by class: {e}") from None
+        what = f"data.val_fraction = {params.val_fraction}"
+        raise UserError(f"params.yaml: {what} cannot be split by class: {e}") from None
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     splits = {
         "train": Split(torch.from_numpy(train_x[train_idx]), torch.from_numpy(train_y[train_idx])),
@@ -189,7 +190,9 @@ def prepare(archive: Path, params: DataParams) -> tuple[dict[str, Split], dict]:
         "source": params.source,
         "classes": classes,
         "counts": {name: len(s.labels) for name, s in splits.items()},
-        "class_counts": {name: np.bincount(s.labels.numpy(), minlength=NUM_CLASSES).tolist() for name, s in splits.items()},
+        "class_counts": {
+            name: np.bincount(s.labels.numpy(), minlength=NUM_CLASSES).tolist() for name, s in splits.items()
+        },
         "mean": mean,
         "std": std,
     }

@@ -1,5 +1,6 @@
 """Score trained models on the test split: overall and per-class metrics and the confusion matrix."""
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[str, nn.Module]:
 def test_metrics(labels: np.ndarray, preds: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, macro precision/recall/F1, per-class precision/recall and the confusion matrix (rows = true)."""
     ids = list(range(len(classes)))
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, preds, labels=ids, average="macro", zero_division=0)
-    per_p, per_r, _, support = precision_recall_fscore_support(labels, preds, labels=ids, average=None, zero_division=0)
+    scores = partial(precision_recall_fscore_support, labels, preds, labels=ids, zero_division=0)
+    precision, recall, f1, _ = scores(average="macro")
+    per_p, per_r, _, support = scores(average=None)
     return {
         "acc": float((labels == preds).mean()),
         "precision": float(precision),

@@ -49,7 +49,7 @@ def load_run(live_dir: Path) -> Run:
     )
 
 
-# --- tables --------------------------------------------------------------------------------------------------------
+# --- tables -----------------------------------------------------------------------------------------------------------
 
 
 def epoch_table(runs: list[Run]) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
-# --- findings --------------------------------------------------------------------------------------------------------
+# --- findings ---------------------------------------------------------------------------------------------------------
 
 
 def grad_ratio(run: Run, epoch: int) -> tuple[float, float]:
@@ -108,7 +108,8 @@ def findings(runs: list[Run], test: dict, num_classes: int) -> list[str]:
         else:
             state = f"{first / last:.2g}× its last layer's ({last:.1e}): the gradient reaches the input"
         n = run.grads["layer"].nunique()
-        lines.append(f"{run.name}, epoch 1: the first of {n} weight layers gets a mean gradient norm of {first:.1e}, {state}.")
+        lines.append(f"{run.name}, epoch 1: the first of {n} weight layers gets a mean gradient norm of {first:.1e}, "
+                     f"{state}.")
     ranked = sorted(runs, key=lambda r: test[r.name]["acc"], reverse=True)
     lines.append("Test accuracy ranks " + " > ".join(f"{r.name} ({test[r.name]['acc']:.3f})" for r in ranked) + ".")
     return lines
@@ -118,7 +119,8 @@ def caveats(params: Params, meta: dict) -> list[str]:
     """Where this run departs from the seed's settings (which are params.yaml's defaults)."""
     notes = []
     if meta["source"] != "cifar10":
-        notes.append(f"Data: the offline `{meta['source']}` sample, not CIFAR-10 — numbers are not comparable to the seed's.")
+        source = meta["source"]
+        notes.append(f"Data: the offline `{source}` sample, not CIFAR-10: numbers are not comparable to the seed's.")
     for group, seed in (("data", DataParams()), ("train", TrainParams())):
         for key, value in asdict(getattr(params, group)).items():
             if key not in ("url", "md5", "source", "device", "threads") and value != getattr(seed, key):
@@ -133,7 +135,7 @@ def caveats(params: Params, meta: dict) -> list[str]:
     return notes
 
 
-# --- figures --------------------------------------------------------------------------------------------------------
+# --- figures ----------------------------------------------------------------------------------------------------------
 
 
 def plot_curves(runs: list[Run], path: Path) -> None:
@@ -187,7 +189,7 @@ def plot_confusions(test: dict, classes: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-# --- the report --------------------------------------------------------------------------------------------------------
+# --- the report -------------------------------------------------------------------------------------------------------
 
 
 def run_info(runs: list[Run], test: dict, params: Params, meta: dict) -> list[str]:

@@ -69,12 +69,14 @@ def train_epoch(
     normalize: Normalize,
     device: torch.device,
 ) -> dict:
-    """One pass over ``split`` in train mode → loss, accuracy, throughput and each layer's mean grad norm."""
+    """One pass over ``split`` in train mode → loss, accuracy, throughput, each layer's mean grad norm, and the
+    index of the first step whose loss was not finite (-1 if none)."""
     model.train()
     layers = [m for _, m in weight_layers(model)]
     grad_sum = torch.zeros(len(layers), device=device, dtype=torch.float64)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    bad_step = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
     steps = 0
     start = time.perf_counter()
     for images, labels in batches(split, batch_size, generator):
@@ -87,6 +89,7 @@ def train_epoch(
         grad_sum += torch.stack([torch.linalg.vector_norm(m.weight.grad) for m in layers]).double()
         optimizer.step()
         loss_sum += loss.detach().double() * len(y)
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), steps, bad_step)
         correct += (logits.argmax(dim=1) == y).sum()
         steps += 1
     loss_value = loss_sum.item()
@@ -96,6 +99,7 @@ def train_epoch(
         "loss": loss_value / n,
         "acc": correct.item() / n,
         "images_per_s": n / seconds,
+        "bad_step": int(bad_step.item()),
         "grad_norms": (grad_sum / max(steps, 1)).tolist(),
     }
 
@@ -125,26 +129,37 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
 EpochLogger = Callable[[int, dict[str, float], list[float]], None]
 
 
+def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    # fused Adam updates in place, one kernel per parameter group: the least memory and the fastest here.
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda", "mps"))
+
+
 def fit(
     model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
     train: Split,
     val: Split,
     params: TrainParams,
     normalize: Normalize,
     device: torch.device,
     log: EpochLogger,
+    start_epoch: int = 1,
 ) -> None:
-    """Train ``model`` for ``params.epochs`` epochs with Adam; after each, ``log(epoch, metrics, grad_norms)``.
+    """Train ``model`` from ``start_epoch`` to ``params.epochs``; after each epoch, ``log(epoch, metrics, grad_norms)``.
 
-    ``metrics`` uses dvclive's names (train/loss, val/acc, …); ``grad_norms[i]`` is the mean L2 norm of layer i's
-    weight gradient over the epoch's steps (layers as ``weight_layers`` orders them).
+    ``generator`` drives the shuffling. ``metrics`` uses dvclive's names (train/loss, val/acc, …);
+    ``grad_norms[i]`` is the mean L2 norm of layer i's weight gradient over the epoch's steps (layers as
+    ``weight_layers`` orders them). A non-finite training loss stops training with a UserError before ``log``.
     """
-    # fused Adam updates in place, one kernel per parameter group: the least memory and the fastest here.
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, fused=device.type in ("cpu", "cuda", "mps"))
-    generator = torch.Generator().manual_seed(params.seed)
-    for epoch in range(1, params.epochs + 1):
+    for epoch in range(start_epoch, params.epochs + 1):
         start = time.perf_counter()
         tr = train_epoch(model, optimizer, train, params.batch_size, generator, normalize, device)
+        if tr["bad_step"] >= 0:
+            raise UserError(
+                f"training diverged: the loss became non-finite at epoch {epoch}, step {tr['bad_step'] + 1} "
+                f"(train.lr = {params.lr:g}; try a smaller train.lr)"
+            )
         val_loss, val_preds = predict(model, val, params.batch_size, normalize, device)
         va = classification_metrics(val.labels.numpy(), val_preds)
         metrics = {
