@@ -1,6 +1,6 @@
 """Stage `evaluate`: score every trained model on the test split.
 
-Reads params.yaml (`train.batch_size`, `train.device`, `train.threads`), the prepared test split and the
+Reads params.yaml (`train.batch_size`, `train.device`, `train.threads`, `train.amp`), the prepared test split and the
 checkpoints; writes OUT_DIR/metrics.json (per model: test acc, macro precision/recall/F1 — the DVC metrics),
 OUT_DIR/per_class.json (per-class precision/recall/support, confusion matrix, timing) and
 OUT_DIR/confusion/<model>.json (actual/predicted pairs for DVC's confusion plot).
@@ -18,7 +18,7 @@ from depthstudy.errors import run_stage
 from depthstudy.evaluate import confusion_records, load_checkpoint, test_metrics
 from depthstudy.files import atomic_dir
 from depthstudy.params import load_params
-from depthstudy.train import Normalize, pick_device, predict, seed_everything
+from depthstudy.train import Normalize, pick_device, place_model, predict, seed_everything, to_device
 
 SUMMARY_KEYS = ("acc", "precision", "recall", "f1")
 
@@ -34,15 +34,16 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(params.seed, params.threads)
     device = pick_device(params.device)
     meta = load_meta(args.data_dir)
-    test = load_split(args.data_dir, "test")
-    normalize = Normalize(meta["mean"], meta["std"], device)
+    test = to_device(load_split(args.data_dir, "test"), device)
     summary, details, confusions = {}, {}, {}
     for path in args.checkpoints:
         start = time.perf_counter()
         name, model = load_checkpoint(path, device)
-        _, preds = predict(model, test, params.batch_size, normalize, device)
+        model, channels_last = place_model(model, device)
+        normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
+        _, preds = predict(model, test, params.batch_size, normalize, device, params.amp)
         del model  # FC56 at full width is 3.4 GiB: free it before loading the next
-        labels = test.labels.numpy()
+        labels = test.labels.cpu().numpy()
         result = test_metrics(labels, preds, meta["classes"])
         summary[name] = {key: result[key] for key in SUMMARY_KEYS}
         details[name] = {**result, "seconds": time.perf_counter() - start, "device": str(device)}

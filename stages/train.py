@@ -22,7 +22,7 @@ from depthstudy.errors import UserError, run_stage
 from depthstudy.files import atomic_path
 from depthstudy.models import build_model, count_parameters, weight_layers
 from depthstudy.params import load_params
-from depthstudy.train import Normalize, fit, make_optimizer, pick_device, seed_everything
+from depthstudy.train import Normalize, fit, make_optimizer, pick_device, place_model, seed_everything, to_device
 
 GRAD_NORMS = "grad_norms.tsv"
 
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(params.train.seed, params.train.threads)
     device = pick_device(params.train.device)
     meta = load_meta(args.data_dir)
-    train, val = load_split(args.data_dir, "train"), load_split(args.data_dir, "val")
-    model = build_model(model_params).to(device)
+    train, val = (to_device(load_split(args.data_dir, name), device) for name in ("train", "val"))
+    model, channels_last = place_model(build_model(model_params), device, params.train.compile)
     optimizer = make_optimizer(model, params.train.lr, device)
     generator = torch.Generator().manual_seed(params.train.seed)
     layer_names = [name for name, _ in weight_layers(model)]
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
             for epoch, (metrics, grad_norms) in enumerate(history, start=1):
                 log(epoch, metrics, grad_norms)
-            normalize = Normalize(meta["mean"], meta["std"], device)
+            normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
             try:
                 fit(model, optimizer, generator, train, val, params.train, normalize, device, finish_epoch,
                     start_epoch=len(history) + 1)

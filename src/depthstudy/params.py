@@ -56,6 +56,8 @@ class TrainParams:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    amp: bool = False  # bf16 autocast: faster on recent GPUs, changes the numbers
+    compile: bool = False  # torch.compile (CUDA graphs on CUDA): faster steps after a warm-up, changes the numbers
 
     def check(self, key: str) -> None:
         if self.epochs < 1:
@@ -128,6 +130,8 @@ def _check_type(key: str, value, hint):
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if t in (int, str) and isinstance(value, t) and not isinstance(value, bool):
+            return value
+        if t is bool and isinstance(value, bool):
             return value
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
     _fail(key, f"of type {names}", value)

@@ -35,15 +35,40 @@ def seed_everything(seed: int, threads: int = 0) -> None:
         torch.set_num_threads(threads)
 
 
-class Normalize:
-    """Turn a batch of uint8 images (B, 3, 32, 32) into float32, standardised with the training split's stats."""
+def to_device(split: Split, device: torch.device) -> Split:
+    """The whole split on ``device``, still uint8 (CIFAR-10's 60k images are 184 MB): no copy per batch."""
+    return Split(split.images.to(device), split.labels.to(device))
 
-    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+
+def place_model(model: nn.Module, device: torch.device, compile: bool = False) -> tuple[nn.Module, bool]:
+    """Move ``model`` to ``device`` with the fast settings there → (model, whether inputs should be channels_last).
+
+    On CUDA, conv nets run NHWC and cuDNN picks its fastest kernels; ``compile`` uses torch.compile, with CUDA
+    graphs on CUDA (at batch 32 a ResNet-18 step is bound by kernel launches). On the CPU nothing changes.
+    """
+    model = model.to(device)
+    channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    if compile:
+        model.compile(mode="max-autotune" if device.type == "cuda" else None)
+    return model, channels_last
+
+
+class Normalize:
+    """Turn a batch of uint8 images (B, 3, 32, 32) into float32, standardised with the training split's stats.
+
+    ``channels_last`` lays the batch out NHWC, the fast layout for convolutions on CUDA (same values).
+    """
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device, channels_last: bool = False):
         self.scale = (1 / (255 * torch.tensor(std, device=device))).view(1, 3, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float().mul_(self.scale).add_(self.shift)
+        return images.float().mul_(self.scale).add_(self.shift).contiguous(memory_format=self.memory_format)
 
 
 def batches(
@@ -56,7 +81,7 @@ def batches(
         if order is None:
             yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
         else:
-            idx = order[start : start + batch_size]
+            idx = order[start : start + batch_size].to(split.images.device)
             yield split.images[idx], split.labels[idx]
 
 
@@ -68,6 +93,7 @@ def train_epoch(
     generator: torch.Generator,
     normalize: Normalize,
     device: torch.device,
+    amp: bool = False,
 ) -> dict:
     """One pass over ``split`` in train mode → loss, accuracy, throughput, each layer's mean grad norm, and the
     index of the first step whose loss was not finite (-1 if none)."""
@@ -81,8 +107,9 @@ def train_epoch(
     start = time.perf_counter()
     for images, labels in batches(split, batch_size, generator):
         x, y = normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Sums stay on the device (no sync per step); the epoch's mean is read once at the end.
@@ -105,14 +132,17 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int, normalize: Normalize, device: torch.device):
+def predict(
+    model: nn.Module, split: Split, batch_size: int, normalize: Normalize, device: torch.device, amp: bool = False
+):
     """Eval-mode pass → (mean cross-entropy, (N,) predicted classes as a numpy array)."""
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     preds = []
     for images, labels in batches(split, batch_size):
-        logits = model(normalize(images.to(device)))
-        loss_sum += F.cross_entropy(logits, labels.to(device), reduction="sum").double()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(normalize(images.to(device)))
+        loss_sum += F.cross_entropy(logits.float(), labels.to(device), reduction="sum").double()
         preds.append(logits.argmax(dim=1).cpu())
     return loss_sum.item() / len(split.labels), torch.cat(preds).numpy()
 
@@ -154,14 +184,14 @@ def fit(
     """
     for epoch in range(start_epoch, params.epochs + 1):
         start = time.perf_counter()
-        tr = train_epoch(model, optimizer, train, params.batch_size, generator, normalize, device)
+        tr = train_epoch(model, optimizer, train, params.batch_size, generator, normalize, device, params.amp)
         if tr["bad_step"] >= 0:
             raise UserError(
                 f"training diverged: the loss became non-finite at epoch {epoch}, step {tr['bad_step'] + 1} "
                 f"(train.lr = {params.lr:g}; try a smaller train.lr)"
             )
-        val_loss, val_preds = predict(model, val, params.batch_size, normalize, device)
-        va = classification_metrics(val.labels.numpy(), val_preds)
+        val_loss, val_preds = predict(model, val, params.batch_size, normalize, device, params.amp)
+        va = classification_metrics(val.labels.cpu().numpy(), val_preds)
         metrics = {
             "train/loss": tr["loss"],
             "train/acc": tr["acc"],
