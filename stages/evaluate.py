@@ -13,14 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from depthstudy.checkpoint import load_weights
 from depthstudy.data import load_meta, load_split
 from depthstudy.errors import run_stage
-from depthstudy.evaluate import confusion_records, load_checkpoint, test_metrics
 from depthstudy.files import atomic_dir
+from depthstudy.metrics import classification_metrics, confusion_records, per_class_metrics
 from depthstudy.params import load_params
 from depthstudy.train import Normalize, pick_device, place_model, predict, seed_everything, to_device
-
-SUMMARY_KEYS = ("acc", "precision", "recall", "f1")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,15 +37,15 @@ def main(argv: list[str] | None = None) -> None:
     summary, details, confusions = {}, {}, {}
     for path in args.checkpoints:
         start = time.perf_counter()
-        name, model = load_checkpoint(path, device)
+        name, model = load_weights(path, device)
         model, channels_last = place_model(model, device)
         normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
         _, preds = predict(model, test, params.batch_size, normalize, device, params.amp)
         del model  # FC56 at full width is 3.4 GiB: free it before loading the next
         labels = test.labels.cpu().numpy()
-        result = test_metrics(labels, preds, meta["classes"])
-        summary[name] = {key: result[key] for key in SUMMARY_KEYS}
-        details[name] = {**result, "seconds": time.perf_counter() - start, "device": str(device)}
+        summary[name] = classification_metrics(labels, preds, len(meta["classes"]))
+        details[name] = {**summary[name], **per_class_metrics(labels, preds, meta["classes"]),
+                         "seconds": time.perf_counter() - start, "device": str(device)}
         confusions[name] = confusion_records(labels, preds, meta["classes"])
         print(f"{name}: test " + " ".join(f"{k}={v:.4f}" for k, v in summary[name].items()))
 

@@ -14,17 +14,14 @@ import sys
 from pathlib import Path
 
 import torch
-from dvclive import Live
 
 from depthstudy import checkpoint
 from depthstudy.data import load_meta, load_split
 from depthstudy.errors import UserError, run_stage
-from depthstudy.files import atomic_path
 from depthstudy.models import build_model, count_parameters, weight_layers
 from depthstudy.params import load_params
+from depthstudy.tracking import EpochLog
 from depthstudy.train import Normalize, fit, make_optimizer, pick_device, place_model, seed_everything, to_device
-
-GRAD_NORMS = "grad_norms.tsv"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,58 +51,31 @@ def main(argv: list[str] | None = None) -> None:
     history = checkpoint.restore(state, model, optimizer, generator) if state else []
     del state
 
-    # The dvclive directory is rebuilt from the checkpoint's history on resume: whatever a kill interrupted,
-    # it then holds exactly one row per finished epoch.
-    with Live(str(args.live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-        live.log_params({"model": args.model, **dataclasses.asdict(model_params), **dataclasses.asdict(params.train)})
-        live.summary.update(
-            params_count=count_parameters(model),
-            device=str(device),
-            torch_version=torch.__version__,
-            data_source=meta["source"],
-        )
-        with open(args.live_dir / GRAD_NORMS, "w") as grad_log:
-            grad_log.write("step\tepoch\tlayer\tname\tgrad_norm\n")
+    run_params = {"model": args.model, **dataclasses.asdict(model_params), **dataclasses.asdict(params.train)}
+    summary = {"params_count": count_parameters(model), "device": str(device), "torch_version": torch.__version__,
+               "data_source": meta["source"]}
+    with EpochLog(args.live_dir, layer_names, run_params, summary) as log:
+        # On resume the dvclive directory is rebuilt from the checkpoint's history: whatever a kill interrupted,
+        # it then holds exactly one row per finished epoch.
+        for epoch, (metrics, grad_norms) in enumerate(history, start=1):
+            log.log_epoch(epoch, metrics, grad_norms)
 
-            def log(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
-                for name, value in metrics.items():
-                    live.log_metric(name, value)
-                live.log_metric("grad/first_layer", grad_norms[0])
-                live.log_metric("grad/last_layer", grad_norms[-1])
-                grad_log.writelines(
-                    f"{live.step}\t{epoch}\t{i}\t{name}\t{norm:.6e}\n"
-                    for i, (name, norm) in enumerate(zip(layer_names, grad_norms))
-                )
-                grad_log.flush()
-                live.next_step()
+        def finish_epoch(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
+            log.log_epoch(epoch, metrics, grad_norms)
+            history.append((metrics, grad_norms))
+            if args.resume:
+                checkpoint.save(args.resume, fp, model, optimizer, generator, history)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            print(f"{args.model} epoch {epoch}/{params.train.epochs}: {shown}", flush=True)
 
-            def finish_epoch(epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
-                log(epoch, metrics, grad_norms)
-                history.append((metrics, grad_norms))
-                if args.resume:
-                    checkpoint.save(args.resume, fp, model, optimizer, generator, history)
-                print(f"{args.model} epoch {epoch}/{params.train.epochs}: " + " ".join(
-                    f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+        normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
+        try:
+            fit(model, optimizer, generator, train, val, params.train, normalize, device, finish_epoch,
+                start_epoch=len(history) + 1)
+        except UserError as e:
+            raise UserError(f"{args.model}: {e}") from None
 
-            for epoch, (metrics, grad_norms) in enumerate(history, start=1):
-                log(epoch, metrics, grad_norms)
-            normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
-            try:
-                fit(model, optimizer, generator, train, val, params.train, normalize, device, finish_epoch,
-                    start_epoch=len(history) + 1)
-            except UserError as e:
-                raise UserError(f"{args.model}: {e}") from None
-
-    with atomic_path(args.checkpoint) as tmp:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "model_name": args.model,
-                "model_params": dataclasses.asdict(model_params),
-                "epoch": params.train.epochs,
-            },
-            tmp,
-        )
+    checkpoint.save_weights(args.checkpoint, model, args.model, model_params, params.train.epochs)
     if args.resume:
         checkpoint.mark_finished(args.resume, fp)
 

@@ -1,4 +1,5 @@
-"""Resumable training: an end-of-epoch checkpoint, tied by a fingerprint to the params and data it came from."""
+"""Checkpoints: the final weights a train stage hands to evaluate, and the end-of-epoch state a killed run
+resumes from, tied by a fingerprint to the params and data it came from. All load with weights_only=True."""
 
 import hashlib
 import json
@@ -8,8 +9,32 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from depthstudy.errors import UserError
 from depthstudy.files import atomic_path
-from depthstudy.params import ModelParams, TrainParams
+from depthstudy.models import build_model
+from depthstudy.params import ARCHS, ModelParams, TrainParams
+
+
+def save_weights(path: Path, model: nn.Module, name: str, params: ModelParams, epoch: int) -> None:
+    """The final weights, with what it takes to rebuild the model through the model table."""
+    with atomic_path(path) as tmp:
+        state = {"model": model.state_dict(), "model_name": name, "model_params": asdict(params), "epoch": epoch}
+        torch.save(state, tmp)
+
+
+def load_weights(path: Path, device: torch.device) -> tuple[str, nn.Module]:
+    """Rebuild a model saved by ``save_weights`` → (model name, model in eval mode on ``device``)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint (run its train stage first)") from None
+    spec = ckpt["model_params"]
+    model = build_model(ARCHS[spec["arch"]](**spec))
+    model.load_state_dict(ckpt["model"])
+    return ckpt["model_name"], model.to(device).eval()
+
+
+# --- resuming ------------------------------------------------------------------------------------------------------
 
 # Changes to what the wall clock measures never make a run different; everything else does.
 FINGERPRINT_IGNORES = ("threads",)

@@ -1,18 +1,21 @@
 """The training loop: uint8 tensors batched and normalised on the device, Adam, cross-entropy, per-layer grad norms."""
 
+import json
+import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import precision_score, recall_score
 from torch import nn
 
 from depthstudy.data import Split
 from depthstudy.errors import UserError
-from depthstudy.models import weight_layers
+from depthstudy.metrics import classification_metrics
+from depthstudy.models import NUM_CLASSES, weight_layers
 from depthstudy.params import TrainParams
 
 
@@ -26,13 +29,51 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int, threads: int = 0) -> None:
-    """Seed Python, numpy and torch, and pin the CPU thread count (0 keeps PyTorch's default)."""
+def seed_everything(seed: int, threads: int = 0) -> int:
+    """Seed Python, numpy and torch, and set the CPU thread count; returns the count in effect.
+
+    ``threads`` 0 = auto: PyTorch's default (one per core), divided among the workers when this process runs a
+    queued experiment (`dvc queue start -j N`), so that N parallel runs share the cores instead of thrashing them.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if not threads and (workers := dvc_queue_workers()) > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        print(f"train.threads = 0 (auto): {workers} DVC queue workers, so {threads} CPU thread(s) each", flush=True)
     if threads:
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def dvc_queue_workers(cwd: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    """How many `dvc queue` workers are alive, if this process runs a queued experiment; 0 otherwise.
+
+    DVC 3.x runs a queued experiment in a copy at $DVC_ROOT/.dvc/tmp/exps/tmp*/, with DVC_ROOT set to the
+    project's root (dvc/repo/experiments/queue/base.py, stage/run.py); `dvc queue start -j N` records each worker
+    it spawns in .dvc/tmp/exps/celery/dvc-exp-worker-<n>.json, {"pid": …, "returncode": null while it runs}
+    (dvc_task's ManagedProcess). Anything else (a workspace run, another layout) counts as no queue.
+    """
+    root = environ.get("DVC_ROOT")
+    if not root:
+        return 0
+    exps = Path(os.path.realpath(root)) / ".dvc" / "tmp" / "exps"
+    if not Path(os.path.realpath(cwd or os.getcwd())).is_relative_to(exps):
+        return 0
+    alive = 0
+    for info in (exps / "celery").glob("dvc-exp-worker-*.json"):
+        try:
+            state = json.loads(info.read_text())
+            pid = state["pid"]
+            if state["returncode"] is not None or not isinstance(pid, int) or pid <= 0:
+                continue
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists (a killed worker leaves its file)
+        except PermissionError:
+            pass  # it exists, as another user's process
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        alive += 1
+    return alive
 
 
 def to_device(split: Split, device: torch.device) -> Split:
@@ -147,15 +188,6 @@ def predict(
     return loss_sum.item() / len(split.labels), torch.cat(preds).numpy()
 
 
-def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
-    """Accuracy and macro precision/recall (scikit-learn; a class never predicted counts as precision 0)."""
-    return {
-        "acc": float((labels == preds).mean()),
-        "precision": float(precision_score(labels, preds, average="macro", zero_division=0)),
-        "recall": float(recall_score(labels, preds, average="macro", zero_division=0)),
-    }
-
-
 EpochLogger = Callable[[int, dict[str, float], list[float]], None]
 
 
@@ -191,7 +223,7 @@ def fit(
                 f"(train.lr = {params.lr:g}; try a smaller train.lr)"
             )
         val_loss, val_preds = predict(model, val, params.batch_size, normalize, device, params.amp)
-        va = classification_metrics(val.labels.cpu().numpy(), val_preds)
+        va = classification_metrics(val.labels.cpu().numpy(), val_preds, NUM_CLASSES)
         metrics = {
             "train/loss": tr["loss"],
             "train/acc": tr["acc"],
