@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params()
     model_params = params.model(args.model)
-    seed_everything(params.train.seed, params.train.threads)
+    threads = seed_everything(params.train.seed, params.train.threads)
     device = pick_device(params.train.device)
     meta = load_meta(args.data_dir)
     train, val = (to_device(load_split(args.data_dir, name), device) for name in ("train", "val"))
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     run_params = {"model": args.model, **dataclasses.asdict(model_params), **dataclasses.asdict(params.train)}
     summary = {"params_count": count_parameters(model), "device": str(device), "torch_version": torch.__version__,
-               "data_source": meta["source"]}
+               "data_source": meta["source"], "threads": threads}
     with EpochLog(args.live_dir, layer_names, run_params, summary) as log:
         # On resume the dvclive directory is rebuilt from the checkpoint's history: whatever a kill interrupted,
         # it then holds exactly one row per finished epoch.

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ RECORD = 1 + 3 * 32 * 32
 NUM_CLASSES = 10
 MAX_MEMBER_BYTES = 64 << 20  # the official batches are 30.7 MB; anything far larger is refused unread
 CHUNK_BYTES = 1 << 20
+MAX_MEMBERS = 1000  # the official archive has 9
 MAX_ARCHIVE_BYTES = 1 << 30  # all members together (the official archive unpacks to 185 MB): a bomb guard
 SPLITS = ("train", "val", "test")
 
@@ -97,28 +99,22 @@ def read_archive(path: Path) -> tuple[dict[str, bytes], list[str]]:
     total = 0
     try:
         with tarfile.open(path, mode="r:gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, start=1):
                 name = member.name.removeprefix("./")  # as `tar czf x.tgz ./dir` writes names
-                total += member.size
-                if total > MAX_ARCHIVE_BYTES:
-                    raise UserError(f"{path}: members add up to over {MAX_ARCHIVE_BYTES} bytes; refusing to read on")
-                if name.startswith("/") or ".." in Path(name).parts:
-                    raise UserError(f"{path}: refusing member {name!r}: absolute or '..' path")
-                if not (member.isfile() or member.isdir()):
-                    raise UserError(f"{path}: refusing member {name!r}: links and device files are not allowed")
+                total += max(member.size, 0)
+                _check_member(path, member, name, count, total)
                 if name not in EXPECTED:
                     continue
-                if not member.isfile():
-                    raise UserError(f"{path}: member {name!r} is not a regular file")
                 if name in found:
                     raise UserError(f"{path}: member {name!r} appears twice")
-                if member.size > MAX_MEMBER_BYTES:
-                    raise UserError(f"{path}: member {name!r} is {member.size} bytes, over the {MAX_MEMBER_BYTES} cap")
                 found[name] = tar.extractfile(member).read()
-            # tarfile stops at the end-of-archive block; read on to the gzip trailer so its CRC is checked.
+            # tarfile stops at the end-of-archive block; read on to the gzip trailer so its CRC is checked
+            # (bounded: the padding after the last member is at most a few blocks in a real archive).
             while tar.fileobj.read(CHUNK_BYTES):
-                pass
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
+                total += CHUNK_BYTES
+                if total > MAX_ARCHIVE_BYTES:
+                    raise UserError(f"{path}: over {MAX_ARCHIVE_BYTES} bytes of data; refusing to read on")
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as e:
         raise UserError(f"{path}: not a readable .tar.gz archive ({e or type(e).__name__})") from None
     missing = [name for name in EXPECTED if name not in found]
     if missing:
@@ -130,6 +126,24 @@ def read_archive(path: Path) -> tuple[dict[str, bytes], list[str]]:
     if len(classes) != NUM_CLASSES:
         raise UserError(f"{path}: {META_MEMBER} names {len(classes)} classes, expected {NUM_CLASSES}")
     return found, classes
+
+
+def _check_member(path: Path, member: tarfile.TarInfo, name: str, count: int, total: int) -> None:
+    """Refuse what no CIFAR-10 archive holds: odd sizes, unsafe names or types, too many or too large members."""
+    if member.size < 0:  # tarfile would step back to the same header, forever
+        raise UserError(f"{path}: member {name!r} has a negative size")
+    if count > MAX_MEMBERS:
+        raise UserError(f"{path}: over {MAX_MEMBERS} members; refusing to read on")
+    if total > MAX_ARCHIVE_BYTES:
+        raise UserError(f"{path}: members add up to over {MAX_ARCHIVE_BYTES} bytes; refusing to read on")
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise UserError(f"{path}: refusing member {name!r}: absolute or '..' path")
+    if not (member.isfile() or member.isdir()):
+        raise UserError(f"{path}: refusing member {name!r}: links and device files are not allowed")
+    if name in EXPECTED and not member.isfile():
+        raise UserError(f"{path}: member {name!r} is not a regular file")
+    if name in EXPECTED and member.size > MAX_MEMBER_BYTES:
+        raise UserError(f"{path}: member {name!r} is {member.size} bytes, over the {MAX_MEMBER_BYTES} cap")
 
 
 def parse_records(name: str, payload: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +180,8 @@ def prepare(archive: Path, params: DataParams) -> tuple[dict[str, Split], dict]:
     members, classes = read_archive(archive)
     train_x, train_y = _concat([parse_records(name, members[name]) for name in TRAIN_MEMBERS])
     test_x, test_y = parse_records(TEST_MEMBER, members[TEST_MEMBER])
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise UserError(f"{archive}: no {'training' if len(train_y) == 0 else 'test'} records")
     if params.train_limit is not None:
         keep = _stratified_subset(train_y, params.train_limit, params.seed, "data.train_limit")
         train_x, train_y = train_x[keep], train_y[keep]

@@ -69,7 +69,7 @@ class TrainParams:
         if self.device not in DEVICES:
             _fail(f"{key}.device", f"one of {', '.join(DEVICES)}", self.device)
         if self.threads < 0:
-            _fail(f"{key}.threads", "0 (PyTorch's default) or a positive integer", self.threads)
+            _fail(f"{key}.threads", "0 (auto) or a positive integer", self.threads)
 
 
 @dataclass(frozen=True)
