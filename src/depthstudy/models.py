@@ -3,7 +3,6 @@
 from collections.abc import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from depthstudy.params import FCParams, ModelParams, ResNetParams
@@ -41,6 +40,8 @@ def fc(p: FCParams) -> nn.Module:
 
 def resnet18(p: ResNetParams) -> nn.Module:
     """torchvision's ResNet-18 (He et al. 2015), 10 classes, random init; ``stem: cifar`` = 3×3/1 conv, no max-pool."""
+    import torchvision  # here, not at the top: it adds ~0.9 s to every FC stage's start-up
+
     model = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES)
     if p.stem == "cifar":  # keeps 32×32 resolution into layer1 instead of shrinking it to 8×8
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
