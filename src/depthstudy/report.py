@@ -103,8 +103,10 @@ def findings(runs: list[Run], test: dict, num_classes: int) -> list[str]:
     for run in runs:
         first, last = grad_ratio(run, 1)
         orders = math.log10(last / first) if first > 0 and last > 0 else math.inf
-        if orders >= 2:
+        if orders >= 6:
             state = f"{orders:.0f} orders of magnitude below its last layer's ({last:.1e}): the gradient vanishes"
+        elif orders >= 1:
+            state = f"{orders:.1f} orders of magnitude below its last layer's ({last:.1e}): the gradient shrinks"
         else:
             state = f"{first / last:.2g}× its last layer's ({last:.1e}): the gradient reaches the input"
         n = run.grads["layer"].nunique()
