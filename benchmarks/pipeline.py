@@ -8,7 +8,6 @@ this environment's OpenMP variables.
 """
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -24,8 +23,8 @@ from benchmarks.common import DVC, ROOT, header, interleave, median, pair_ratios
 
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import E2E_PARAMS, copy_project, git, write_params  # noqa: E402
+from conftest import VENV_ENV as ENV  # noqa: E402
 
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 RUNNING = re.compile(r"Running stage '([^']+)'")
 PROFILED_STAGE = "train_resnet18"
 

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(params.device)
     meta = load_meta(args.data_dir)
     test = to_device(load_split(args.data_dir, "test"), device)
+    labels = test.labels.cpu().numpy()
     summary, details, confusions = {}, {}, {}
     for path in args.checkpoints:
         start = time.perf_counter()
@@ -42,7 +43,6 @@ def main(argv: list[str] | None = None) -> None:
         normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
         _, preds = predict(model, test, params.batch_size, normalize, device, params.amp)
         del model  # FC56 at full width is 3.4 GiB: free it before loading the next
-        labels = test.labels.cpu().numpy()
         summary[name] = classification_metrics(labels, preds, len(meta["classes"]))
         details[name] = {**summary[name], **per_class_metrics(labels, preds, meta["classes"]),
                          "seconds": time.perf_counter() - start, "device": str(device)}

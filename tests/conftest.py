@@ -138,10 +138,13 @@ E2E_PARAMS = {  # the digits sample at settings that train in seconds
 }
 
 
+# The environment for dvc and the stages it runs: this venv's tools (dvc, python) first on PATH.
+VENV_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def dvc(repo: Path, *args: str) -> str:
     """Run the real dvc CLI in ``repo``; fail the test with its output if it exits non-zero."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    done = subprocess.run(["dvc", *args], cwd=repo, env=VENV_ENV, capture_output=True, text=True)
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 

@@ -4,7 +4,6 @@ per-epoch metrics equal an uninterrupted run's to the bit (wall-clock figures as
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 from test_train import assert_same_metrics, logged_tables
 
-from conftest import dvc, update_params
+from conftest import VENV_ENV, dvc, update_params
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +23,7 @@ EPOCHS = 4
 
 
 def start_repro(repo: Path) -> subprocess.Popen:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.Popen(["dvc", "repro", STAGE], cwd=repo, env=env, start_new_session=True,
+    return subprocess.Popen(["dvc", "repro", STAGE], cwd=repo, env=VENV_ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
