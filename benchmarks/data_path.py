@@ -11,8 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from benchmarks.common import header, interleave, paired_ratio, rate, table
-from depthstudy.data import Split
-from depthstudy.train import Normalize, batches
+from depthstudy.data import Normalize, Split, batches
 
 BATCH = 32
 MEAN, STD = [0.491, 0.482, 0.447], [0.247, 0.243, 0.262]  # CIFAR-10's; the values do not change the cost

@@ -13,8 +13,10 @@ import torch
 from benchmarks.common import header, table
 from benchmarks.data_path import MEAN, STD, synthetic_split
 from benchmarks.train_step import models
+from depthstudy.data import Normalize, to_device
 from depthstudy.models import build_model, count_parameters
-from depthstudy.train import Normalize, make_optimizer, place_model, to_device, train_epoch
+from depthstudy.runtime import place_model
+from depthstudy.train import make_optimizer, train_epoch
 
 BYTES_PER_PARAM = 40
 

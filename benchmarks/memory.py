@@ -27,9 +27,10 @@ def child() -> None:
     import torch
 
     from benchmarks.data_path import MEAN, STD, synthetic_split
+    from depthstudy.data import Normalize
     from depthstudy.models import build_model, count_parameters
     from depthstudy.params import FCParams
-    from depthstudy.train import Normalize, make_optimizer, train_epoch
+    from depthstudy.train import make_optimizer, train_epoch
 
     cpu, figures = torch.device("cpu"), {"rss_after_import_gib": vm_gib("VmRSS")}
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """Where one training stage's time goes: stages/train.py's main, run in-process with timers around its phases.
 
 Run from a project root (the stage reads params.yaml there) with the stage's own arguments, e.g.
-    python benchmarks/stage_profile.py resnet18 data/prepared data/models/resnet18.pt metrics/resnet18
+    python benchmarks/stage_profile.py resnet18 data/prepared/trainval data/models/resnet18.pt metrics/resnet18
 Prints one JSON line, phase → seconds. The caller times the whole process: the rest is interpreter start and exit.
 A phase whose function the stage no longer has is simply absent (its time lands in "other").
 """
@@ -53,7 +53,7 @@ def load_stage():
 
 def instrument(stage) -> None:
     """Time the stage's phases: data, model, training, validation, dvclive logging, checkpoints."""
-    import depthstudy.checkpoint as checkpoint
+    import depthstudy.resume as resume
     import depthstudy.train as train
 
     for attr in ("load_split", "load_meta", "to_device"):
@@ -63,8 +63,9 @@ def instrument(stage) -> None:
     wrap(train, "train_epoch", "train (train_epoch)")
     wrap(train, "predict", "validate (predict + metrics)")
     wrap(train, "classification_metrics", "validate (predict + metrics)")
-    for attr in ("fingerprint", "load", "save", "save_weights", "mark_finished"):
-        wrap(checkpoint, attr, "checkpoints (fingerprint, save)")
+    for attr in ("provenance", "load", "save"):
+        wrap(resume, attr, "checkpoints (provenance, resume state, weights)")
+    wrap(stage, "save_weights", "checkpoints (provenance, resume state, weights)")
     log_class = getattr(stage, "EpochLog", None)
     for attr in ("__init__", "log_epoch", "__exit__"):
         wrap(log_class, attr, "dvclive logging")

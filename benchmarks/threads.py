@@ -27,8 +27,9 @@ def train_steps(model: str, steps: int | None) -> list[float]:
     """Bare training steps of ``model`` (FC width 512) at batch 32 → seconds per step; ``None`` = until killed."""
     from benchmarks.data_path import MEAN, STD, synthetic_split
     from benchmarks.train_step import models
+    from depthstudy.data import Normalize
     from depthstudy.models import build_model
-    from depthstudy.train import Normalize, make_optimizer
+    from depthstudy.train import make_optimizer
 
     torch.manual_seed(0)
     net = build_model(models(512)[model])

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 from benchmarks.common import header, interleave, median, pair_ratios, paired_ratio, rate, spread, table
 from benchmarks.data_path import MEAN, STD, synthetic_split
-from depthstudy.data import Split
+from depthstudy.data import Normalize, Split, batches
 from depthstudy.models import build_model, weight_layers
 from depthstudy.params import FCParams, ModelParams, ResNetParams, TrainParams
-from depthstudy.train import Normalize, batches, fit, make_optimizer, train_epoch
+from depthstudy.train import fit, make_optimizer, train_epoch
 
 BATCH, LR = 32, 1e-3
 CPU = torch.device("cpu")

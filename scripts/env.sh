@@ -19,5 +19,3 @@ source .venv/bin/activate
 # OpenMP threads spin-wait for work by default: with another process on the cores, PyTorch steps then run 16-45×
 # slower (benchmarks/RESULTS.md). A short spin keeps the quiet speed and most of it under contention.
 export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-1000}
-# `dvc plots show` draws offline from a page that inlines Vega (.dvc/config: plots.html_template); generated, not committed.
-[ -f .dvc/plots/offline.html ] || python -m depthstudy.offline_html .dvc/plots/offline.html

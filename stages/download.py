@@ -8,11 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from depthstudy.data import build_digits_archive
-from depthstudy.download import fetch
-from depthstudy.errors import run_stage
-from depthstudy.files import atomic_path
-from depthstudy.params import load_params
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library (see README)
+
+from depthstudy.archive import build_digits_archive  # noqa: E402
+from depthstudy.download import fetch  # noqa: E402
+from depthstudy.errors import run_stage  # noqa: E402
+from depthstudy.files import atomic_path  # noqa: E402
+from depthstudy.params import load_params  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
 """Stage `report`: the study's Markdown report with PNG figures, from the metrics files alone.
 
-Reads params.yaml, each model's dvclive directory, evaluate's output directory and the data's meta.json;
-writes OUT_DIR/report.md, learning_curves.png, grad_norms.png and confusion.png.
+Reads params.yaml, each model's metrics directory (curves, gradient norms, run info), evaluate's output directory
+and the prepared splits' meta.json files; writes OUT_DIR/report.md, learning_curves.png, grad_norms.png and
+confusion.png.
 Run: python stages/report.py plots/report metrics/fc20 metrics/fc56 metrics/resnet18 metrics/evaluate \
-         data/prepared/meta.json
+         --meta data/prepared/trainval/meta.json data/prepared/test/meta.json
 """
 
 import argparse
@@ -11,24 +12,36 @@ import json
 import sys
 from pathlib import Path
 
-from depthstudy.errors import run_stage
-from depthstudy.files import atomic_dir
-from depthstudy.params import load_params
-from depthstudy.report import load_run, write_report
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library (see README)
+
+from depthstudy.errors import run_stage  # noqa: E402
+from depthstudy.files import atomic_dir  # noqa: E402
+from depthstudy.params import load_params  # noqa: E402
+from depthstudy.report import load_run, write_report  # noqa: E402
+
+
+def merge_meta(paths: list[Path]) -> dict:
+    """One description of the data from the split directories' meta.json files (counts of every split)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    meta = {**parts[0], "counts": {}, "class_counts": {}}
+    for part in parts:
+        meta["counts"].update(part["counts"])
+        meta["class_counts"].update(part["class_counts"])
+    return meta
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("live_dirs", type=Path, nargs="+", help="the models' dvclive directories")
+    parser.add_argument("live_dirs", type=Path, nargs="+", help="the models' metrics directories")
     parser.add_argument("eval_dir", type=Path, help="evaluate's output directory")
-    parser.add_argument("meta", type=Path, help="the prepared data's meta.json")
+    parser.add_argument("--meta", type=Path, nargs="+", required=True, help="the prepared splits' meta.json files")
     args = parser.parse_args(argv)
     runs = [load_run(d) for d in args.live_dirs]
     test = json.loads((args.eval_dir / "per_class.json").read_text())
-    meta = json.loads(args.meta.read_text())
+    eval_seconds = json.loads((args.eval_dir / "run.json").read_text())["seconds"]
     with atomic_dir(args.out_dir) as tmp:
-        write_report(tmp, runs, test, load_params(), meta)
+        write_report(tmp, runs, test, eval_seconds, load_params(), merge_meta(args.meta))
     print(f"report: {args.out_dir / 'report.md'}")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from depthstudy import data
+from depthstudy import archive as cifar
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -59,13 +59,13 @@ class Tiny:
     def members(self, classes: list[str] = CLASSES) -> dict[str, bytes]:
         bounds = np.cumsum(self.sizes)[:-1]
         parts = zip(np.split(self.train_images, bounds), np.split(self.train_labels, bounds))
-        members = {name: data.encode_records(x, y) for name, (x, y) in zip(data.TRAIN_MEMBERS, parts)}
-        members[data.TEST_MEMBER] = data.encode_records(self.test_images, self.test_labels)
-        members[data.META_MEMBER] = "".join(f"{c}\n" for c in classes).encode()
+        members = {name: cifar.encode_records(x, y) for name, (x, y) in zip(cifar.TRAIN_MEMBERS, parts)}
+        members[cifar.TEST_MEMBER] = cifar.encode_records(self.test_images, self.test_labels)
+        members[cifar.META_MEMBER] = "".join(f"{c}\n" for c in classes).encode()
         return members
 
     def write(self, path: Path) -> Path:
-        data.write_tar_gz(path, self.members())
+        cifar.write_tar_gz(path, self.members())
         return path
 
 

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, set
 from hypothesis import strategies as st
 
 from conftest import file_entry, load_stage, tiny, write_entries, write_params
-from depthstudy import data
+from depthstudy import archive as cifar
+from depthstudy import prepare
 from depthstudy.errors import UserError
 from depthstudy.params import DataParams
 
@@ -70,7 +71,7 @@ def tar_bytes(members: dict[str, bytes], fmt: int, extra: bool = False) -> bytes
             info.size, info.mtime = len(payload), 0
             tar.addfile(info, io.BytesIO(payload))
         if extra:
-            info = tarfile.TarInfo(f"{data.PREFIX}/{'x' * 120}.html")
+            info = tarfile.TarInfo(f"{cifar.PREFIX}/{'x' * 120}.html")
             info.size, info.pax_headers = 5, {"comment": "extended header"}
             tar.addfile(info, io.BytesIO(b"hello"))
     return raw.getvalue()
@@ -158,18 +159,18 @@ def prepare_outcome(archive: Path, params: DataParams = PARAMS):
     """``prepare`` → (splits, meta), checked; or its UserError. Any other exception fails the example."""
     with time_limit():
         try:
-            splits, meta = data.prepare(archive, params)
+            splits, meta = prepare.prepare(archive, params)
         except UserError as e:
             assert str(e) and "\n" not in str(e), repr(e)  # the stage prints it as one line
             note("UserError")
             return e
     note("parsed")
-    assert len(meta["classes"]) == data.NUM_CLASSES
+    assert len(meta["classes"]) == cifar.NUM_CLASSES
     for name, split in splits.items():
         assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (3, 32, 32)
         assert split.labels.dtype == torch.int64 and split.labels.shape == (meta["counts"][name],)
         assert len(split.images) == len(split.labels)
-        assert ((split.labels >= 0) & (split.labels < data.NUM_CLASSES)).all()
+        assert ((split.labels >= 0) & (split.labels < cifar.NUM_CLASSES)).all()
     assert meta["counts"]["train"] > 0 and meta["counts"]["val"] > 0
     return splits, meta
 
@@ -263,7 +264,7 @@ FIELDS = {  # name → (offset, width) in a ustar header block
     "name": (0, 100), "mode": (100, 8), "uid": (108, 8), "size": (124, 12), "mtime": (136, 12),
     "typeflag": (156, 1), "linkname": (157, 100), "magic": (257, 8), "devmajor": (329, 8), "prefix": (345, 155),
 }  # fmt: skip
-SIZES = [0, 1, 511, 512, 513, data.RECORD, 2 * data.RECORD, data.MAX_MEMBER_BYTES + 1, data.MAX_ARCHIVE_BYTES + 1,
+SIZES = [0, 1, 511, 512, 513, cifar.RECORD, 2 * cifar.RECORD, cifar.MAX_MEMBER_BYTES + 1, cifar.MAX_ARCHIVE_BYTES + 1,
          8**11 - 1]  # fmt: skip
 
 
@@ -349,7 +350,7 @@ MEMBER_EDITS = st.lists(
         st.tuples(st.just("duplicate"), st.integers(0, 6), st.integers(0, 6)),  # a second copy, another's payload
         st.tuples(st.just("drop"), st.integers(0, 6)),
         st.tuples(st.just("swap"), st.integers(0, 6), st.integers(0, 6)),
-        st.tuples(st.just("add"), st.sampled_from(sorted(TYPES)), st.sampled_from([*RENAMES, data.PREFIX]),
+        st.tuples(st.just("add"), st.sampled_from(sorted(TYPES)), st.sampled_from([*RENAMES, cifar.PREFIX]),
                   st.sampled_from(LINK_TARGETS)),  # fmt: skip
     ),
     min_size=1,
@@ -413,13 +414,14 @@ CLASS_FILES = st.one_of(
     st.lists(st.sampled_from(["cat", "dog", " ", "\t", "\r\n", "\u2028", "\x0b", "é", "\0"]), max_size=40).map(
         lambda parts: "".join(parts).encode()
     ),
-    st.just(MEMBERS[data.META_MEMBER]),
+    st.just(MEMBERS[cifar.META_MEMBER]),
 )
 
 
 @st.composite
 def content_edits(draw):
-    lengths = draw(st.dictionaries(st.sampled_from(NAMES[:-1]), st.integers(-3 * data.RECORD - 2, 2 * data.RECORD + 2),
+    record = cifar.RECORD
+    lengths = draw(st.dictionaries(st.sampled_from(NAMES[:-1]), st.integers(-3 * record - 2, 2 * record + 2),
                                    max_size=3))  # fmt: skip
     labels = draw(st.lists(st.tuples(st.sampled_from(NAMES[:-1]), st.integers(0, 3), st.integers(0, 255)), max_size=3))
     classes = draw(CLASS_FILES)
@@ -434,10 +436,10 @@ def edit_contents(lengths, labels, classes) -> dict[str, bytes]:
         members[name] = payload[: max(len(payload) + delta, 0)] if delta < 0 else (payload * 3)[: len(payload) + delta]
     for name, record, label in labels:
         payload = bytearray(members[name])
-        if record * data.RECORD < len(payload):
-            payload[record * data.RECORD] = label
+        if record * cifar.RECORD < len(payload):
+            payload[record * cifar.RECORD] = label
         members[name] = bytes(payload)
-    members[data.META_MEMBER] = classes
+    members[cifar.META_MEMBER] = classes
     return members
 
 
@@ -448,14 +450,14 @@ def test_mutated_contents(case):
     members = edit_contents(lengths, labels, classes)
     with sandbox() as (root, work):
         archive = work / "a.tar.gz"
-        data.write_tar_gz(archive, members)
+        cifar.write_tar_gz(archive, members)
         result = prepare_outcome(archive, params)
         assert tree(root) == {"work", "work/a.tar.gz"}
     if isinstance(result, tuple):  # parsed: it must be exactly what the archive holds
         splits, meta = result
-        records = {name: len(members[name]) // data.RECORD for name in NAMES[:-1]}
-        assert meta["counts"]["train"] + meta["counts"]["val"] == sum(records[n] for n in data.TRAIN_MEMBERS)
-        assert meta["counts"]["test"] == records[data.TEST_MEMBER]
+        records = {name: len(members[name]) // cifar.RECORD for name in NAMES[:-1]}
+        assert meta["counts"]["train"] + meta["counts"]["val"] == sum(records[n] for n in cifar.TRAIN_MEMBERS)
+        assert meta["counts"]["test"] == records[cifar.TEST_MEMBER]
         assert meta["classes"] == classes.decode().split()
 
 
@@ -485,7 +487,9 @@ def stage_archive(kind: str, case) -> bytes:
     return VALID
 
 
-OUTPUTS = {"prepared/train.pt", "prepared/val.pt", "prepared/test.pt", "prepared/meta.json"}
+OUTPUTS = {f"prepared/trainval/{split}_{part}.npy" for split in ("train", "val") for part in ("images", "labels")}
+OUTPUTS |= {"prepared/trainval/meta.json", "prepared/test/test_images.npy", "prepared/test/test_labels.npy",
+            "prepared/test/meta.json", "prepared/trainval", "prepared/test"}
 
 
 @fuzz(max_examples=60)
@@ -494,21 +498,21 @@ def test_preprocess_stage_writes_its_output_directory_or_nothing(preprocess, cas
     with sandbox() as (root, work):
         write_params(work, {"data.val_fraction": 0.2})
         (work / "a.tar.gz").write_bytes(stage_archive(*case))
-        (work / "prepared").mkdir()
-        (work / "prepared" / "old.txt").write_text("an earlier run's output")
+        (work / "prepared" / "trainval").mkdir(parents=True)
+        (work / "prepared" / "trainval" / "old.txt").write_text("an earlier run's output")
         before = tree(root)
         with time_limit():
             try:
-                preprocess.main(["a.tar.gz", "prepared"])
+                preprocess.main(["a.tar.gz", "prepared/trainval", "prepared/test"])
                 ok = True
             except UserError:
                 ok = False
         note("parsed" if ok else "refused")
         if ok:  # the old output replaced as a whole, nothing left beside it
-            assert tree(root) == before - {"work/prepared/old.txt"} | {f"work/{p}" for p in OUTPUTS}
+            assert tree(root) == before - {"work/prepared/trainval/old.txt"} | {f"work/{p}" for p in OUTPUTS}
         else:  # the old output untouched, no temporary directory left behind
             assert tree(root) == before
-            assert (work / "prepared" / "old.txt").read_text() == "an earlier run's output"
+            assert (work / "prepared" / "trainval" / "old.txt").read_text() == "an earlier run's output"
 
 
 # --- bugs found by the properties above: minimal examples --------------------------------------------------------
@@ -519,7 +523,7 @@ def test_negative_member_size_is_a_user_error_not_a_hang(tmp_path):
     info.size = -512  # GNU base-256; the next header is then this one again
     archive = write_entries(tmp_path / "a.tar.gz", [file_entry("a", b""), (info, None)])
     with time_limit(1), pytest.raises(UserError):
-        data.read_archive(archive)
+        cifar.read_archive(archive)
 
 
 def corrupt_deflate(raw: bytes) -> bytes:
@@ -530,18 +534,18 @@ def corrupt_deflate(raw: bytes) -> bytes:
 
 @pytest.mark.parametrize("where", ["inside a member", "after the last member"])
 def test_corrupt_deflate_data_is_a_user_error(tmp_path, where):
-    members = dict(MEMBERS, **{data.TRAIN_MEMBERS[0]: MEMBERS[data.TRAIN_MEMBERS[0]] * 4})  # 8 records, 24 KB
+    members = dict(MEMBERS, **{cifar.TRAIN_MEMBERS[0]: MEMBERS[cifar.TRAIN_MEMBERS[0]] * 4})  # 8 records, 24 KB
     raw = tar_bytes(members, tarfile.USTAR_FORMAT)
     # Past the 8 KB that tarfile's header reads buffer, so the error comes out of a member's or the trailer's read.
     raw = raw[: 512 + 20_000] if where == "inside a member" else raw + bytes(64 * 1024)
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(corrupt_deflate(raw))
     with pytest.raises(UserError):
-        data.read_archive(archive)
+        cifar.read_archive(archive)
 
 
 def test_empty_test_batch_is_a_user_error(tmp_path):
     archive = tmp_path / "a.tar.gz"
-    data.write_tar_gz(archive, dict(MEMBERS, **{data.TEST_MEMBER: b""}))
+    cifar.write_tar_gz(archive, dict(MEMBERS, **{cifar.TEST_MEMBER: b""}))
     with pytest.raises(UserError):
-        data.prepare(archive, PARAMS)
+        prepare.prepare(archive, PARAMS)

@@ -17,7 +17,8 @@ from conftest import (
     write_entries,
     write_params,
 )
-from depthstudy import data
+from depthstudy import archive as cifar
+from depthstudy import data, prepare
 from depthstudy.errors import UserError, run_stage
 from depthstudy.params import DataParams
 
@@ -43,31 +44,31 @@ def test_record_layout_label_then_rgb_planes_row_major():
     y, x = np.mgrid[0:32, 0:32]
     planes = np.stack([y * 8 + x % 8, 100 + x, 200 + (y % 7) * 7]).astype(np.uint8)  # R, G, B all different
     payload = bytes([3]) + planes.tobytes() + bytes([9]) + planes[::-1].tobytes()  # second record: B, G, R
-    images, labels = data.parse_records("x.bin", payload)
+    images, labels = cifar.parse_records("x.bin", payload)
     assert images.dtype == np.uint8 and images.shape == (2, 3, 32, 32)
     assert labels.dtype == np.int64 and labels.tolist() == [3, 9]
     for c in range(3):
         np.testing.assert_array_equal(images[0, c], planes[c])
         np.testing.assert_array_equal(images[1, c], planes[2 - c])
     assert images[0, 0, 1, 0] == 8 and images[0, 0, 0, 1] == 1  # row-major: [y, x]
-    assert data.encode_records(planes[None], np.array([3])) == payload[: data.RECORD]
+    assert cifar.encode_records(planes[None], np.array([3])) == payload[: cifar.RECORD]
 
 
 def test_record_count_comes_from_the_file_size(tmp_path):
     t = tiny(sizes=(7, 9, 11, 13, 15), test_size=17)
     members = t.members()
-    for name, n in zip(data.TRAIN_MEMBERS, t.sizes):
-        images, labels = data.parse_records(name, members[name])
+    for name, n in zip(cifar.TRAIN_MEMBERS, t.sizes):
+        images, labels = cifar.parse_records(name, members[name])
         assert images.shape == (n, 3, 32, 32) and labels.shape == (n,)
-    assert data.parse_records("empty.bin", b"")[0].shape == (0, 3, 32, 32)
-    splits, meta = data.prepare(t.write(tmp_path / "a.tar.gz"), DataParams(val_fraction=0.2))
+    assert cifar.parse_records("empty.bin", b"")[0].shape == (0, 3, 32, 32)
+    splits, meta = prepare.prepare(t.write(tmp_path / "a.tar.gz"), DataParams(val_fraction=0.2))
     assert meta["counts"] == {"train": 44, "val": 11, "test": 17}
     assert {k: len(s.labels) for k, s in splits.items()} == meta["counts"]
 
 
 def test_prepare_round_trips_images_and_labels(tmp_path):
     t = tiny(sizes=(8, 8, 8, 8, 8), test_size=10)
-    splits, meta = data.prepare(t.write(tmp_path / "a.tar.gz"), DataParams(val_fraction=0.25))
+    splits, meta = prepare.prepare(t.write(tmp_path / "a.tar.gz"), DataParams(val_fraction=0.25))
     assert meta["classes"] == CLASSES
     rows = {}
     for name in ("train", "val"):
@@ -87,7 +88,7 @@ def test_val_split_is_stratified_and_seeded(tmp_path):
     archive = t.write(tmp_path / "a.tar.gz")
 
     def val_rows(seed):
-        splits, meta = data.prepare(archive, DataParams(val_fraction=0.2, seed=seed))
+        splits, meta = prepare.prepare(archive, DataParams(val_fraction=0.2, seed=seed))
         assert np.abs(np.array(meta["class_counts"]["val"]) - 0.2 * COUNTS).max() <= 1
         assert meta["counts"]["val"] == 40 and meta["counts"]["train"] == 160
         return sorted(source_rows(splits["val"].images, t.train_images))
@@ -100,14 +101,14 @@ def test_limits_take_stratified_subsets(tmp_path):
     t = unbalanced()
     archive = t.write(tmp_path / "a.tar.gz")
     params = DataParams(val_fraction=0.2, train_limit=100, test_limit=20)
-    splits, meta = data.prepare(archive, params)
+    splits, meta = prepare.prepare(archive, params)
     assert meta["counts"] == {"train": 80, "val": 20, "test": 20}
     kept = np.array(meta["class_counts"]["train"]) + meta["class_counts"]["val"]
     assert np.abs(kept - COUNTS / 2).max() <= 1
     assert meta["class_counts"]["test"] == [2] * 10
     test_rows = source_rows(splits["test"].images, t.test_images)  # a subset of the real test images
     np.testing.assert_array_equal(splits["test"].labels.numpy(), t.test_labels[test_rows])
-    other, _ = data.prepare(archive, DataParams(val_fraction=0.2, train_limit=100, test_limit=20, seed=1))
+    other, _ = prepare.prepare(archive, DataParams(val_fraction=0.2, train_limit=100, test_limit=20, seed=1))
     assert set(test_rows) != set(source_rows(other["test"].images, t.test_images))
 
 
@@ -115,7 +116,7 @@ def test_limits_take_stratified_subsets(tmp_path):
 def test_limit_larger_than_the_data_is_a_user_error(tmp_path, key, limit, have):
     archive = unbalanced().write(tmp_path / "a.tar.gz")
     with pytest.raises(UserError, match=rf"data\.{key} is {limit}, but the archive has only {have}"):
-        data.prepare(archive, DataParams(**{key: limit}))
+        prepare.prepare(archive, DataParams(**{key: limit}))
 
 
 # --- statistics and saved splits ---------------------------------------------------------------------------------
@@ -129,12 +130,12 @@ def numpy_stats(images: torch.Tensor):
 def test_channel_stats_come_from_the_train_split_only(tmp_path):
     params = DataParams(val_fraction=0.2)
     t = unbalanced()
-    splits, _ = data.prepare(t.write(tmp_path / "a.tar.gz"), params)
+    splits, _ = prepare.prepare(t.write(tmp_path / "a.tar.gz"), params)
     # The split depends on labels and seed only: make exactly those val images, and every test image, extreme.
     val = source_rows(splits["val"].images, t.train_images)
     t.train_images[val] = 255
     t.test_images[:] = 0
-    splits, meta = data.prepare(t.write(tmp_path / "b.tar.gz"), params)
+    splits, meta = prepare.prepare(t.write(tmp_path / "b.tar.gz"), params)
     assert (splits["val"].images == 255).all() and (splits["train"].images < 255).all()
     mean, std = numpy_stats(splits["train"].images)
     assert meta["mean"] == pytest.approx(mean.tolist(), abs=1e-9)
@@ -145,15 +146,16 @@ def test_channel_stats_come_from_the_train_split_only(tmp_path):
 def test_channel_stats_in_chunks_match_numpy():
     images = torch.from_numpy(tiny(sizes=(3, 3, 3, 3, 4)).train_images)
     mean, std = numpy_stats(images)
-    got_mean, got_std = data.channel_stats(images, chunk=3)  # 16 images: five full chunks and a partial one
+    got_mean, got_std = prepare.channel_stats(images, chunk=3)  # 16 images: five full chunks and a partial one
     assert got_mean == pytest.approx(mean.tolist(), abs=1e-12)
     assert got_std == pytest.approx(std.tolist(), abs=1e-12)
 
 
 def test_saved_splits_load_back_equal(tmp_path):
-    splits, meta = data.prepare(tiny().write(tmp_path / "a.tar.gz"), DataParams(val_fraction=0.3))
+    splits, meta = prepare.prepare(tiny().write(tmp_path / "a.tar.gz"), DataParams(val_fraction=0.3))
     data.save_splits(tmp_path / "out", splits, meta)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["meta.json", "test.pt", "train.pt", "val.pt"]
+    names = [f"{split}_{part}.npy" for split in ("test", "train", "val") for part in ("images", "labels")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["meta.json", *names]
     for name, s in splits.items():
         loaded = data.load_split(tmp_path / "out", name)
         assert loaded.images.dtype == torch.uint8 and loaded.labels.dtype == torch.int64
@@ -177,8 +179,8 @@ def _link(name, target, kind):
     return info, None
 
 
-B1, B2, B3 = data.TRAIN_MEMBERS[:3]
-TEST = data.TEST_MEMBER
+B1, B2, B3 = cifar.TRAIN_MEMBERS[:3]
+TEST = cifar.TEST_MEMBER
 
 
 def _truncated(path):
@@ -194,7 +196,7 @@ BAD_ARCHIVES = {
     "truncated gzip": (_truncated, ["a.tar.gz", "not a readable .tar.gz archive"]),
     "not gzip": (lambda p: p.write_bytes(b"<html>404 not found</html>"), ["a.tar.gz", "not a readable"]),
     "size not a multiple of 3073": (
-        lambda p: data.write_tar_gz(p, {**tiny().members(), B3: tiny().members()[B3] + bytes(100)}),
+        lambda p: cifar.write_tar_gz(p, {**tiny().members(), B3: tiny().members()[B3] + bytes(100)}),
         ["data_batch_3.bin", "21611 bytes is not a multiple of the 3073-byte record size"],
     ),
     "label 10": (
@@ -218,11 +220,11 @@ BAD_ARCHIVES = {
     "missing member": (_raw(drop=[TEST]), [f"missing member(s) {TEST}"]),
     "duplicated member": (_raw(extra=[file_entry(B2, tiny().members()[B2])]), [f"'{B2}' appears twice"]),
     "9 class names": (
-        lambda p: data.write_tar_gz(p, tiny().members(CLASSES[:9])),
+        lambda p: cifar.write_tar_gz(p, tiny().members(CLASSES[:9])),
         ["batches.meta.txt names 9 classes, expected 10"],
     ),
     "class names not UTF-8": (
-        lambda p: data.write_tar_gz(p, {**tiny().members(), data.META_MEMBER: b"\xff\xfe" * 10}),
+        lambda p: cifar.write_tar_gz(p, {**tiny().members(), cifar.META_MEMBER: b"\xff\xfe" * 10}),
         ["batches.meta.txt is not UTF-8"],
     ),
 }
@@ -239,7 +241,8 @@ def test_bad_archive_is_one_line_error_and_writes_nothing(case, tmp_path, monkey
     build(tmp_path / "a.tar.gz")
     write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
-    rc = run_stage(lambda: preprocess.main([str(tmp_path / "a.tar.gz"), str(tmp_path / "out" / "prepared")]))
+    out = tmp_path / "out" / "prepared"
+    rc = run_stage(lambda: preprocess.main([str(tmp_path / "a.tar.gz"), str(out / "trainval"), str(out / "test")]))
     assert rc == 2
     assert_one_line_error(capsys.readouterr().err, *fragments)
     assert not (tmp_path / "out").exists()
@@ -250,37 +253,57 @@ def test_preprocess_script_refuses_bad_archive(case, tmp_path):
     build, fragments = BAD_ARCHIVES[case]
     build(tmp_path / "a.tar.gz")
     write_params(tmp_path)
-    result = run_script("preprocess", tmp_path / "a.tar.gz", tmp_path / "out", cwd=tmp_path)
+    out = tmp_path / "out"
+    result = run_script("preprocess", tmp_path / "a.tar.gz", out / "trainval", out / "test", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result.stderr, *fragments)
     assert not (tmp_path / "out").exists()
 
 
-def test_preprocess_script_writes_loadable_splits(tmp_path):
+def test_preprocess_script_writes_train_val_and_test_apart(tmp_path):
     write_params(tmp_path, {"data.val_fraction": 0.2})
     tiny(sizes=(7, 9, 11, 13, 15), test_size=17).write(tmp_path / "a.tar.gz")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "stale.pt").write_bytes(b"old")  # a previous run's output is replaced, not merged
-    result = run_script("preprocess", tmp_path / "a.tar.gz", tmp_path / "out", cwd=tmp_path)
+    trainval, test = tmp_path / "out" / "trainval", tmp_path / "out" / "test"
+    trainval.mkdir(parents=True)
+    (trainval / "stale.npy").write_bytes(b"old")  # a previous run's output is replaced, not merged
+    result = run_script("preprocess", tmp_path / "a.tar.gz", trainval, test, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["meta.json", "test.pt", "train.pt", "val.pt"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary directory left
-    assert data.load_meta(tmp_path / "out")["counts"] == {"train": 44, "val": 11, "test": 17}
-    assert data.load_split(tmp_path / "out", "test").images.shape == (17, 3, 32, 32)
+    assert sorted(p.name for p in trainval.iterdir()) == [
+        "meta.json", "train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy"]
+    assert sorted(p.name for p in test.iterdir()) == ["meta.json", "test_images.npy", "test_labels.npy"]
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no temporary directory
+    trainval_meta, test_meta = data.load_meta(trainval), data.load_meta(test)
+    assert trainval_meta["counts"] == {"train": 44, "val": 11} and test_meta["counts"] == {"test": 17}
+    assert "mean" in trainval_meta and "mean" not in test_meta  # the test split's meta is about the test split only
+    assert data.load_split(test, "test").images.shape == (17, 3, 32, 32)
+
+
+def test_a_changed_test_split_leaves_the_train_split_byte_identical(tmp_path):
+    """What keeps `dvc repro` from retraining when only data.test_limit changes."""
+    tiny(sizes=(20,) * 5, test_size=60).write(tmp_path / "a.tar.gz")
+    digests = []
+    for test_limit in (None, 30):
+        write_params(tmp_path, {"data.val_fraction": 0.2, "data.test_limit": test_limit})
+        out = tmp_path / f"out-{test_limit}"
+        result = run_script("preprocess", tmp_path / "a.tar.gz", out / "trainval", out / "test", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        digests.append({p.name: p.read_bytes() for p in (out / "trainval").iterdir()})
+        assert data.load_meta(out / "test")["counts"]["test"] == (test_limit or 60)
+    assert digests[0] == digests[1]
 
 
 @pytest.mark.parametrize(
     "cap, limit, message",
     [
-        ("MAX_MEMBER_BYTES", 3 * data.RECORD, f"'{B1}' is 21511 bytes, over the"),
-        ("MAX_ARCHIVE_BYTES", 30 * data.RECORD, "members add up to over"),
+        ("MAX_MEMBER_BYTES", 3 * cifar.RECORD, f"'{B1}' is 21511 bytes, over the"),
+        ("MAX_ARCHIVE_BYTES", 30 * cifar.RECORD, "members add up to over"),
     ],
 )
 def test_size_caps_refuse_before_reading(tmp_path, monkeypatch, cap, limit, message):
     archive = tiny().write(tmp_path / "a.tar.gz")  # members of 7 records = 21,511 bytes each
-    monkeypatch.setattr(data, cap, limit)
+    monkeypatch.setattr(cifar, cap, limit)
     with pytest.raises(UserError, match=message):
-        data.read_archive(archive)
+        cifar.read_archive(archive)
 
 
 def test_directory_with_an_expected_name_is_a_user_error(tmp_path):
@@ -288,7 +311,7 @@ def test_directory_with_an_expected_name_is_a_user_error(tmp_path):
     info.type = tarfile.DIRTYPE
     archive = write_entries(tmp_path / "a.tar.gz", _entries(tiny().members(), replace={B1: (info, None)}))
     with pytest.raises(UserError, match="data_batch_1.bin"):
-        data.read_archive(archive)
+        cifar.read_archive(archive)
 
 
 def test_corrupt_gzip_data_is_a_user_error(tmp_path):
@@ -297,7 +320,7 @@ def test_corrupt_gzip_data_is_a_user_error(tmp_path):
     corrupt[len(corrupt) // 2] ^= 1  # one flipped bit inside the compressed image data
     archive.write_bytes(corrupt)
     with pytest.raises(UserError, match="not a readable .tar.gz archive"):
-        data.read_archive(archive)
+        cifar.read_archive(archive)
 
 
 # --- the offline digits sample -----------------------------------------------------------------------------------
@@ -306,8 +329,8 @@ def test_corrupt_gzip_data_is_a_user_error(tmp_path):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
-    data.build_digits_archive(root / "one.tar.gz")
-    data.build_digits_archive(root / "two.tar.gz")
+    cifar.build_digits_archive(root / "one.tar.gz")
+    cifar.build_digits_archive(root / "two.tar.gz")
     return root
 
 
@@ -316,7 +339,7 @@ def test_digits_archive_is_byte_identical_when_rebuilt(digits):
 
 
 def test_digits_archive_parses_to_the_fixed_split(digits):
-    splits, meta = data.prepare(digits / "one.tar.gz", DataParams(source="digits"))
+    splits, meta = prepare.prepare(digits / "one.tar.gz", DataParams(source="digits"))
     assert meta["counts"]["train"] + meta["counts"]["val"] == 1500 and meta["counts"]["test"] == 297
     assert meta["classes"] == [str(d) for d in range(10)]
     for name, s in splits.items():

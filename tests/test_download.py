@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import assert_one_line_error, load_stage, run_script, tiny, write_params
-from depthstudy import data
+from depthstudy import archive as cifar
 from depthstudy.download import fetch
 from depthstudy.errors import UserError
 
@@ -193,6 +193,6 @@ def test_download_stage_builds_digits_offline(tmp_path, monkeypatch):
     write_params(tmp_path, {"data.source": "digits", "data.url": "http://127.0.0.1:9/none.tar.gz"})
     monkeypatch.chdir(tmp_path)
     load_stage("download").main(["data/a.tar.gz"])
-    data.build_digits_archive(tmp_path / "expected.tar.gz")
+    cifar.build_digits_archive(tmp_path / "expected.tar.gz")
     assert (tmp_path / "data" / "a.tar.gz").read_bytes() == (tmp_path / "expected.tar.gz").read_bytes()
     assert left_in(tmp_path / "data") == ["a.tar.gz"]

@@ -5,10 +5,11 @@ Skipped without a CUDA device (CI and the developers' machines have none)."""
 import pytest
 import torch
 
-from depthstudy.data import Split
+from depthstudy.data import Normalize, Split, to_device
 from depthstudy.models import build_model
 from depthstudy.params import FCParams, ResNetParams, TrainParams
-from depthstudy.train import Normalize, fit, make_optimizer, place_model, to_device
+from depthstudy.runtime import place_model
+from depthstudy.train import fit, make_optimizer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -35,7 +36,7 @@ def test_cuda_training_runs_with_every_fast_path_option(spec, amp, compile):
     logged = []
     fit(model, make_optimizer(model, params.lr, device), torch.Generator().manual_seed(0), train, val, params,
         Normalize([0.5] * 3, [0.25] * 3, device, channels_last), device, lambda *a: logged.append(a))
-    assert [epoch for epoch, _, _ in logged] == [1, 2]
-    for _, metrics, grad_norms in logged:
-        assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
-        assert all(g > 0 for g in grad_norms)
+    assert [epoch for epoch, _ in logged] == [1, 2]
+    for _, result in logged:
+        assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
+        assert all(g > 0 for g in result.grad_norms)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import dvc
-from depthstudy.train import dvc_queue_workers, seed_everything
+from depthstudy.runtime import dvc_queue_workers, set_threads
 
 pytestmark = pytest.mark.e2e
 
@@ -76,13 +76,13 @@ def test_auto_threads_split_the_default_among_queue_workers(tmp_path, monkeypatc
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.chdir(workspace)
     torch.set_num_threads(7)  # stands in for PyTorch's default: one per core
-    assert seed_everything(0, threads=0) == 2  # 7 // 3
+    assert set_threads(0) == 2  # 7 // 3
     torch.set_num_threads(2)
-    assert seed_everything(0, threads=0) == 1  # never below one
-    assert seed_everything(0, threads=5) == 5  # an explicit count always wins
+    assert set_threads(0) == 1  # never below one
+    assert set_threads(5) == 5  # an explicit count always wins
     monkeypatch.chdir(tmp_path)  # the same machine, but not a queued run: the default stays
     torch.set_num_threads(7)
-    assert seed_everything(0, threads=0) == 7
+    assert set_threads(0) == 7
 
 
 # --- end to end: the real queue -----------------------------------------------------------------------------------
@@ -162,8 +162,7 @@ def test_two_queued_experiments_run_side_by_side_with_their_own_params(pipeline)
         params = exp["data"]["params"]["params.yaml"]["data"]
         assert params["train"]["lr"] == lr and params["train"]["epochs"] == 1 and params["data"]["train_limit"] == 100
         metrics = exp["data"]["metrics"]
-        val_loss[name] = tuple(metrics[f"metrics/{m}/metrics.json"]["data"]["val"]["loss"] for m in MODELS)
-        assert all(metrics[f"metrics/{m}/metrics.json"]["data"]["step"] == 0 for m in MODELS)  # one epoch each
+        val_loss[name] = tuple(metrics[f"metrics/{m}/metrics.json"]["data"][m]["loss"]["val"] for m in MODELS)
     first, second = val_loss.values()
     assert all(a != b for a, b in zip(first, second)), val_loss  # every model trained with its own lr
     assert workspace_state(repo) == before  # the runs happened in DVC's temporary copies

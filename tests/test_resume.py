@@ -22,8 +22,13 @@ LIVE = Path("metrics/resnet18")
 EPOCHS = 4
 
 
+# --no-run-cache: these params may have run to the end before (an earlier test); DVC would then restore that run
+# from its run-cache instead of starting the stage, and there would be nothing to kill or resume.
+REPRO = ("repro", "--no-run-cache")
+
+
 def start_repro(repo: Path) -> subprocess.Popen:
-    return subprocess.Popen(["dvc", "repro", STAGE], cwd=repo, env=VENV_ENV, start_new_session=True,
+    return subprocess.Popen(["dvc", *REPRO, STAGE], cwd=repo, env=VENV_ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -38,9 +43,8 @@ def kill_after_first_epoch(repo: Path) -> int:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    state = torch.load(repo / CHECKPOINT, weights_only=True)
-    assert not state.get("finished"), "the run finished before it could be killed"
-    return state["epoch"]
+    assert (repo / CHECKPOINT).exists(), "the run finished before it could be killed"
+    return torch.load(repo / CHECKPOINT, weights_only=True)["epoch"]
 
 
 def test_killed_training_resumes_and_matches_an_uninterrupted_run(pipeline):
@@ -50,22 +54,53 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(pipeline):
     assert 1 <= done < EPOCHS
     assert not (repo / "data/models/resnet18.pt").exists()
 
-    resumed_output = dvc(repo, "repro", STAGE)
+    resumed_output = dvc(repo, *REPRO, STAGE)
     assert f"resuming from {CHECKPOINT}: {done} epoch(s) done" in resumed_output
     resumed = logged_tables(repo / LIVE)
     assert resumed["plots/metrics/val/acc.tsv"]["step"].tolist() == list(range(EPOCHS))  # none missing or twice
 
-    fresh_output = dvc(repo, "repro", "--force", STAGE)  # the finished marker is never resumed
+    assert not (repo / CHECKPOINT).exists()  # a finished run leaves no resume state: a forced re-run starts over
+    fresh_output = dvc(repo, "repro", "--force", "--single-item", STAGE)
     assert "resuming" not in fresh_output
     assert_same_metrics(resumed, logged_tables(repo / LIVE))
 
 
-def test_checkpoint_from_other_params_is_ignored(pipeline):
+def test_resume_state_from_other_params_is_not_resumed(pipeline):
     repo, _ = pipeline
     update_params(repo, {"train.epochs": EPOCHS})
     kill_after_first_epoch(repo)
     update_params(repo, {"train.lr": 0.0005})
-    output = dvc(repo, "repro", STAGE)
-    assert "made with other params or data; starting fresh" in output
+    output = dvc(repo, *REPRO, STAGE)
+    assert "it was made with different params (lr); starting fresh" in output
     assert pd.read_csv(repo / LIVE / "plots/metrics/val/acc.tsv", sep="\t")["step"].tolist() == list(range(EPOCHS))
+
+
+def test_resume_state_from_other_code_is_not_resumed(pipeline):
+    """Fix the training code between a kill and the re-run: the epochs trained by the old code are not reused."""
+    repo, _ = pipeline
+    update_params(repo, {"train.epochs": EPOCHS})
+    kill_after_first_epoch(repo)
+    metrics_py = repo / "src/depthstudy/metrics.py"
+    original = metrics_py.read_text()
+    metrics_py.write_text(original + "\n# a fix made after the kill\n")
+    try:
+        output = dvc(repo, *REPRO, STAGE)
+    finally:
+        metrics_py.write_text(original)  # the later tests share this repo
+    assert "it was made with different code (src/depthstudy/metrics.py); starting fresh" in output
+    assert "resuming" not in output
+
+
+def test_an_unreadable_resume_state_stops_the_stage_and_is_kept(pipeline):
+    """Only a stale state is replaced; one that cannot be read is reported, never silently overwritten."""
+    repo, _ = pipeline
+    (repo / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+    (repo / CHECKPOINT).write_bytes(b"not a checkpoint")
+    done = subprocess.run(["dvc", "repro", "--force", "--single-item", STAGE], cwd=repo, env=VENV_ENV,
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"error: {CHECKPOINT}: cannot read the resume state" in done.stderr
+    assert "delete it to train from scratch" in done.stderr
+    assert (repo / CHECKPOINT).read_bytes() == b"not a checkpoint"
+    (repo / CHECKPOINT).unlink()
 

@@ -2,8 +2,9 @@
 
 DVC's default page loads those libraries from a CDN, so without a network it shows nothing. The page written here
 carries them (~0.9 MB, from vl-convert's bundle) and is named by DVC's `plots.html_template` config, which DVC
-resolves relative to `.dvc/` (so `.dvc/config` says `html_template = plots/offline.html`). The file is generated,
-not committed; write it once per checkout:
+resolves relative to `.dvc/` (so `.dvc/config` says `html_template = plots/offline.html`). The page is committed,
+so `dvc plots show` works in any clone with nothing run first; tests/test_plots_offline.py checks that it is what
+this module generates. After upgrading vl-convert-python, regenerate it:
 
     python -m depthstudy.offline_html .dvc/plots/offline.html
 """

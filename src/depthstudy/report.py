@@ -28,14 +28,14 @@ class Run:
     """Everything the train stage recorded for one model."""
 
     name: str
-    history: pd.DataFrame  # one row per epoch (1-based index), columns HISTORY + epoch_time_s
-    grads: pd.DataFrame  # grad_norms.tsv: step, epoch, layer, name, grad_norm
-    summary: dict  # dvclive's metrics.json: final values + params_count, device, torch_version, data_source
+    history: pd.DataFrame  # one row per epoch (1-based index), columns HISTORY
+    grads: pd.DataFrame  # plots/grad_norms.tsv: step, epoch, layer, name, grad_norm
+    info: dict  # run.json: params_count, device, torch_version, data_source, threads, epoch_seconds, images_per_s
 
 
 def load_run(live_dir: Path) -> Run:
     columns = {}
-    for metric in [*HISTORY, "epoch_time_s"]:
+    for metric in HISTORY:
         tsv = pd.read_csv(live_dir / "plots" / "metrics" / f"{metric}.tsv", sep="\t")
         columns[metric] = tsv.set_index("step")[metric.split("/")[-1]]
     history = pd.DataFrame(columns)
@@ -44,8 +44,8 @@ def load_run(live_dir: Path) -> Run:
     return Run(
         name=live_dir.name,
         history=history,
-        grads=pd.read_csv(live_dir / "grad_norms.tsv", sep="\t"),
-        summary=json.loads((live_dir / "metrics.json").read_text()),
+        grads=pd.read_csv(live_dir / "plots" / "grad_norms.tsv", sep="\t"),
+        info=json.loads((live_dir / "run.json").read_text()),
     )
 
 
@@ -194,17 +194,17 @@ def plot_confusions(test: dict, classes: list[str], path: Path) -> None:
 # --- the report -------------------------------------------------------------------------------------------------------
 
 
-def run_info(runs: list[Run], test: dict, params: Params, meta: dict) -> list[str]:
-    first = runs[0].summary
+def run_info(runs: list[Run], eval_seconds: dict[str, float], params: Params, meta: dict) -> list[str]:
+    first = runs[0].info
     lines = [
         f"data: `{meta['source']}`, " + ", ".join(f"{k} {v}" for k, v in meta["counts"].items()) + " images",
-        f"device: {first['device']}, torch {first['torch_version']}",
+        f"device: {first['device']}, torch {first['torch_version']}, {first['threads']} CPU thread(s)",
         f"train: {asdict(params.train)}",
     ]
     for run in runs:
         lines.append(
-            f"{run.name}: {asdict(params.models[run.name])}, {run.summary['params_count']:,} parameters, "
-            f"training {run.history['epoch_time_s'].sum():.1f} s, evaluation {test[run.name]['seconds']:.1f} s"
+            f"{run.name}: {asdict(params.models[run.name])}, {run.info['params_count']:,} parameters, "
+            f"training {sum(run.info['epoch_seconds']):.1f} s, evaluation {eval_seconds[run.name]:.1f} s"
         )
     return lines
 
@@ -213,7 +213,9 @@ def bullets(items: list[str]) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
-def write_report(out_dir: Path, runs: list[Run], test: dict, params: Params, meta: dict) -> None:
+def write_report(
+    out_dir: Path, runs: list[Run], test: dict, eval_seconds: dict[str, float], params: Params, meta: dict
+) -> None:
     """Write report.md and its PNG figures into ``out_dir``."""
     plot_curves(runs, out_dir / "learning_curves.png")
     plot_grads(runs, out_dir / "grad_norms.png")
@@ -252,7 +254,7 @@ A first layer many orders of magnitude below the last means the early layers bar
 
 ## Run info
 
-{bullets(run_info(runs, test, params, meta))}
+{bullets(run_info(runs, eval_seconds, params, meta))}
 
 ## Caveats
 

@@ -1,43 +1,95 @@
-"""Per-epoch logging: scalar metrics through dvclive, the per-layer gradient flow as one TSV beside them."""
+"""What a training run records: per-epoch curves through dvclive, the final metrics DVC compares, and run info.
 
+In the model's directory (``live_dir``, e.g. metrics/fc20):
+
+- ``plots/metrics/<split>/<name>.tsv`` — dvclive's per-epoch curves (train/loss, val/acc, …, the gradient ratio,
+  and train/images_per_s: a wall-clock figure, plotted but never a declared metric);
+- ``plots/grad_norms.tsv`` — every weight layer's mean gradient norm per epoch (step, epoch, layer, name,
+  grad_norm): one table rather than one dvclive metric per layer, which would flood `dvc exp show`;
+- ``metrics.json`` — the DVC metrics: only figures that are equal when the run is repeated on the same machine,
+  keyed by the model's name so that `dvc exp show` headers stay short and unique (``fc20.val`` is its accuracy);
+- ``run.json`` — how the numbers were made (device, versions, parameters, threads, data) and the wall clock.
+"""
+
+import json
+import math
 from pathlib import Path
 
 from dvclive import Live
 
-GRAD_NORMS = "grad_norms.tsv"
+from depthstudy.train import Epoch
+
+GRAD_NORMS = Path("plots") / "grad_norms.tsv"
+GRAD_RATIO = "grad/log10_first_over_last"
+
+
+def log10_ratio(first: float, last: float) -> float | None:
+    """log10(first / last), or None when either norm is zero or not finite (no ratio to speak of)."""
+    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
+        return None
+    return math.log10(first / last)
+
+
+def final_metrics(model: str, epochs: list[Epoch]) -> dict:
+    """The declared metrics after the last epoch, keyed so that `dvc exp show` headers are short and unique.
+
+    Accuracy, the headline figure, is ``<model>.<split>`` (``fc20.val``); the rest is ``<model>.<metric>.<split>``
+    (``fc20.loss.val``), and the gradient ratio at epoch 1 and at the end ``<model>.grad.log10_first_over_last.*``.
+    """
+    last = epochs[-1]
+    summary: dict = {}
+    for name, value in last.metrics.items():
+        split, metric = name.split("/")
+        if metric == "acc":
+            summary[split] = value
+        else:
+            summary.setdefault(metric, {})[split] = value
+    summary["grad"] = {"log10_first_over_last": {
+        "epoch1": log10_ratio(epochs[0].grad_norms[0], epochs[0].grad_norms[-1]),
+        "final": log10_ratio(last.grad_norms[0], last.grad_norms[-1]),
+    }}
+    return {model: summary}
 
 
 class EpochLog:
-    """One dvclive step per epoch in ``live_dir``, plus ``grad_norms.tsv`` (step, epoch, layer, name, grad_norm).
+    """One dvclive step per epoch in ``live_dir``; on a clean exit, ``metrics.json`` and ``run.json``.
 
-    The gradient flow is a table rather than one dvclive metric per layer (56 for FC56), which would flood
-    `dvc exp show`; only the first and last layers' norms are dvclive metrics. Opening it clears the directory,
-    as dvclive does without ``resume``: a resumed run replays its history instead (see stages/train.py).
+    Opening it clears the directory's curves, as dvclive does without ``resume``: a resumed run replays its
+    history instead (see stages/train.py), so each finished epoch is logged exactly once.
     """
 
-    def __init__(self, live_dir: Path, layer_names: list[str], params: dict, summary: dict):
+    def __init__(self, live_dir: Path, model: str, layer_names: list[str], run_info: dict):
+        self.dir, self.model, self.layer_names, self.run_info = Path(live_dir), model, layer_names, run_info
         self.live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
-        self.live.log_params(params)
-        self.live.summary.update(summary)
-        self.layer_names = layer_names
-        self.grads = open(Path(live_dir) / GRAD_NORMS, "w")
+        self.epochs: list[Epoch] = []
+        (self.dir / GRAD_NORMS).parent.mkdir(parents=True, exist_ok=True)
+        self.grads = open(self.dir / GRAD_NORMS, "w")
         self.grads.write("step\tepoch\tlayer\tname\tgrad_norm\n")
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float], grad_norms: list[float]) -> None:
-        for name, value in metrics.items():
+    def log_epoch(self, epoch: int, result: Epoch) -> None:
+        for name, value in result.metrics.items():
             self.live.log_metric(name, value)
-        self.live.log_metric("grad/first_layer", grad_norms[0])
-        self.live.log_metric("grad/last_layer", grad_norms[-1])
+        ratio = log10_ratio(result.grad_norms[0], result.grad_norms[-1])
+        self.live.log_metric(GRAD_RATIO, math.nan if ratio is None else ratio)
+        self.live.log_metric("train/images_per_s", result.images_per_s)
         self.grads.writelines(
             f"{self.live.step}\t{epoch}\t{i}\t{name}\t{norm:.6e}\n"
-            for i, (name, norm) in enumerate(zip(self.layer_names, grad_norms))
+            for i, (name, norm) in enumerate(zip(self.layer_names, result.grad_norms))
         )
         self.grads.flush()
         self.live.next_step()
+        self.epochs.append(result)
 
     def __enter__(self) -> "EpochLog":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.grads.close()
         self.live.end()
+        if exc_type is None and self.epochs:
+            # dvclive's own summary adds its step counter and the wall-clock figures: replace it with what DVC
+            # should compare.
+            (self.dir / "metrics.json").write_text(json.dumps(final_metrics(self.model, self.epochs), indent=2) + "\n")
+            timing = {"epoch_seconds": [e.seconds for e in self.epochs],
+                      "images_per_s": [e.images_per_s for e in self.epochs]}
+            (self.dir / "run.json").write_text(json.dumps({**self.run_info, **timing}, indent=2) + "\n")
