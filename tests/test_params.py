@@ -82,6 +82,9 @@ def test_unknown_top_level_key():
         ("data.url", 123),
         ("models.fc20.depth", 20.0),
         ("models.fc20.dropout", "0.5"),
+        ("models.fc20.residual", 1),
+        ("models.fc20.residual", "true"),
+        ("models.fc20.norm", False),
     ],
 )
 def test_wrong_type_names_the_key(key, value):
@@ -104,6 +107,8 @@ def test_wrong_type_names_the_key(key, value):
         ("models.fc20.dropout", 1.0),
         ("models.fc20.dropout", -0.1),
         ("models.fc20.init", "xavier"),
+        ("models.fc20.norm", "group"),
+        ("models.fc20.norm", "BatchNorm"),
         ("models.fc20.arch", "vgg"),
         ("models.resnet18.stem", "cifar100"),
         ("data.val_fraction", 0.0),
@@ -131,6 +136,9 @@ def test_out_of_range_value_names_the_key(key, value):
         ("models.fc20.depth", 2, 2),
         ("models.fc20.dropout", 0, 0.0),
         ("models.fc20.init", "kaiming", "kaiming"),
+        ("models.fc20.norm", "batchnorm", "batchnorm"),
+        ("models.fc20.norm", "layernorm", "layernorm"),
+        ("models.fc56.residual", True, True),
         ("models.resnet18.stem", "cifar", "cifar"),
         ("data.val_fraction", 0.5, 0.5),
         ("data.train_limit", 20, 20),
@@ -174,3 +182,17 @@ def test_exponent_float_as_dvc_writes_it(tmp_path):
     path = write_params(tmp_path)
     path.write_text(path.read_text().replace("lr: 0.001", "lr: 1e-05"))
     assert load_params(path).train.lr == 1e-5
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("models.fc56.norm", "group", "models.fc56.norm must be one of none, batchnorm, layernorm (got 'group')"),
+        ("models.fc56.residual", 1, "models.fc56.residual must be of type bool (got 1)"),
+    ],
+)
+def test_fc_ablation_errors_are_one_line_naming_key_and_allowed_values(key, value, message):
+    with pytest.raises(UserError) as e:
+        parse_params(params_dict({key: value}))
+    assert str(e.value) == f"params.yaml: {message}"
+

@@ -11,20 +11,62 @@ IN_FEATURES = 3 * 32 * 32
 NUM_CLASSES = 10
 
 
-class FCNet(nn.Module):
-    """Plain fully connected net of the seed report: ``depth`` Linear layers, each hidden one + ReLU + Dropout."""
+def norm_layer(norm: str, width: int) -> nn.Module:
+    """The normalisation after a hidden Linear, (N, width) → (N, width): BatchNorm1d, LayerNorm or nothing."""
+    if norm == "batchnorm":
+        return nn.BatchNorm1d(width)
+    if norm == "layernorm":
+        return nn.LayerNorm(width)
+    return nn.Identity()
 
-    def __init__(self, depth: int, width: int, dropout: float, init: str = "default"):
+
+class ResidualPair(nn.Module):
+    """Two width→width hidden layers with an identity skip, ReLU after the sum: ResNet's basic block (He et al. 2015).
+
+    Each Linear keeps the plain net's [Norm] → ReLU → Dropout (Dropout commutes with ReLU: it only scales by 0 or
+    1/(1−p)); the one change from plain is ``h +`` before the second ReLU. Dropout stays inside the branch, not
+    after the sum: a fresh mask on the sum would double the skip's second moment per pair (p = 0.5) and it would
+    no longer be an identity. Zero weights make the pair pass h (≥ 0, after a ReLU) through unchanged.
+    """
+
+    def __init__(self, width: int, dropout: float, norm: str):
         super().__init__()
-        sizes = [IN_FEATURES] + [width] * (depth - 1) + [NUM_CLASSES]
+        self.linear1 = nn.Linear(width, width)
+        self.norm1 = norm_layer(norm, width)
+        self.linear2 = nn.Linear(width, width)
+        self.norm2 = norm_layer(norm, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (N, width) → (N, width)
+        g = self.dropout(torch.relu(self.norm1(self.linear1(h))))
+        return torch.relu(h + self.dropout(self.norm2(self.linear2(g))))
+
+
+class FCNet(nn.Module):
+    """Fully connected net of the seed report: ``depth`` Linear layers, each hidden one + [Norm] + ReLU + Dropout.
+
+    ``residual`` wraps the width→width hidden layers in pairs with identity skips (an odd one out stays plain,
+    next to the input layer); the input (3072→width) and output (width→10) layers are never skipped, so plain
+    and residual nets have the same parameters.
+    """
+
+    def __init__(
+        self, depth: int, width: int, dropout: float, init: str = "default", norm: str = "none", residual: bool = False
+    ):
+        super().__init__()
+        n_pairs = (depth - 2) // 2 if residual else 0
+        n_plain = depth - 1 - 2 * n_pairs  # hidden layers outside any pair, the input layer included
         layers: list[nn.Module] = [nn.Flatten()]
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < depth - 1:
-                layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        for i in range(n_plain):
+            layers.append(nn.Linear(IN_FEATURES if i == 0 else width, width))
+            if norm != "none":  # no Identity placeholder: plain nets keep the seed's state_dict keys (layers.1, .4, …)
+                layers.append(norm_layer(norm, width))
+            layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers += [ResidualPair(width, dropout, norm) for _ in range(n_pairs)]
+        layers.append(nn.Linear(width, NUM_CLASSES))
         self.layers = nn.Sequential(*layers)
         if init == "kaiming":  # He et al. 2015: Var(W) = 2 / fan_in keeps ReLU activations' scale with depth
-            for m in self.layers:
+            for m in self.modules():
                 if isinstance(m, nn.Linear):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     nn.init.zeros_(m.bias)
@@ -35,7 +77,7 @@ class FCNet(nn.Module):
 
 
 def fc(p: FCParams) -> nn.Module:
-    return FCNet(p.depth, p.width, p.dropout, p.init)
+    return FCNet(p.depth, p.width, p.dropout, p.init, p.norm, p.residual)
 
 
 def resnet18(p: ResNetParams) -> nn.Module:

@@ -16,6 +16,7 @@ CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 SOURCES = ("cifar10", "digits")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FC_INITS = ("default", "kaiming")
+FC_NORMS = ("none", "batchnorm", "layernorm")
 RESNET_STEMS = ("imagenet", "cifar")
 
 
@@ -74,13 +75,17 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class FCParams:
-    """A plain fully connected net: ``depth`` Linear layers, ``depth - 1`` of them followed by ReLU + Dropout."""
+    """A fully connected net: ``depth`` Linear layers, ``depth - 1`` of them followed by [Norm] + ReLU + Dropout;
+    ``residual`` adds identity skips around pairs of hidden layers. New keys need defaults: old checkpoints lack them.
+    """
 
     arch: str = "fc"
     depth: int = 20
     width: int = 4096
     dropout: float = 0.5
     init: str = "default"
+    norm: str = "none"
+    residual: bool = False
 
     def check(self, key: str) -> None:
         if self.depth < 2:
@@ -91,6 +96,8 @@ class FCParams:
             _fail(f"{key}.dropout", "in [0, 1)", self.dropout)
         if self.init not in FC_INITS:
             _fail(f"{key}.init", f"one of {', '.join(FC_INITS)}", self.init)
+        if self.norm not in FC_NORMS:
+            _fail(f"{key}.norm", f"one of {', '.join(FC_NORMS)}", self.norm)
 
 
 @dataclass(frozen=True)
