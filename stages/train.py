@@ -4,7 +4,7 @@ Reads params.yaml (`train`, `models.<MODEL>`) and the prepared train/val splits 
 final weights (a state_dict with the model's params and the data's channel stats, loadable with
 torch.load(weights_only=True)) and, in LIVE_DIR: metrics.json (the final train/val metrics and gradient ratios,
 the DVC metrics), run.json (device, versions, threads, wall clock) and plots/ (dvclive's per-epoch curves and
-grad_norms.tsv, every weight layer's mean gradient norm per epoch).
+layers.tsv: every weight layer's gradient norm, activation std and relative weight update per epoch).
 With --resume, the end-of-epoch state goes to that path (not a DVC output): a killed run picks up after its last
 finished epoch when params, data, code, device and threads are unchanged; a finished run deletes it.
 Run: python stages/train.py fc20 data/prepared/trainval data/models/fc20.pt metrics/fc20 \

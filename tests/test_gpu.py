@@ -39,4 +39,4 @@ def test_cuda_training_runs_with_every_fast_path_option(spec, amp, compile):
     assert [epoch for epoch, _ in logged] == [1, 2]
     for _, result in logged:
         assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
-        assert all(g > 0 for g in result.grad_norms)
+        assert all(g > 0 for g in result.layers["grad_norm"])

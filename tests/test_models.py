@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthstudy.checkpoint import load_weights
 from depthstudy.models import FCNet, ResidualPair, build_model, count_parameters, weight_layers
 from depthstudy.params import FC_INITS, FC_NORMS, FCParams, ResNetParams
+from depthstudy.weights import load_weights
 
 MODEL_SPECS = [
     FCParams(depth=2, width=16),
@@ -144,8 +144,10 @@ def test_checkpoint_saved_before_norm_and_residual_existed_loads_as_the_plain_ne
     # the keys such checkpoints hold, and their model_params (asdict(FCParams) as it was then)
     assert list(model.state_dict()) == [f"layers.{i}.{p}" for i in (1, 4, 7) for p in ("weight", "bias")]
     spec = {"arch": "fc", "depth": 3, "width": 8, "dropout": 0.5, "init": "default"}
-    torch.save({"model": model.state_dict(), "model_name": "fc20", "model_params": spec, "epoch": 1}, tmp_path / "w.pt")
-    _, loaded = load_weights(tmp_path / "w.pt", torch.device("cpu"))
+    stats = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    torch.save({"model": model.state_dict(), "model_name": "fc20", "model_params": spec, "epoch": 1, **stats},
+               tmp_path / "w.pt")
+    _, loaded, _ = load_weights(tmp_path / "w.pt", torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
 MODELS = {"fc20", "fc56", "resnet18"}
-OVERLAY_TEMPLATES = {"by_model", "grad_flow"}
+OVERLAY_TEMPLATES = {"by_model", "by_layer"}
 
 
 def run(cwd: Path, *cmd: str) -> str:
@@ -75,7 +75,7 @@ def test_committed_page_template_is_what_the_code_generates():
 
 def overlays(repo: Path) -> list[str]:
     titles = [t for t, props in declared_plots(repo).items() if props.get("template") in OVERLAY_TEMPLATES]
-    assert titles, "dvc.yaml declares no plot with the by_model or grad_flow template"
+    assert titles, "dvc.yaml declares no plot with the by_model or by_layer template"
     return titles
 
 

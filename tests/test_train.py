@@ -52,7 +52,7 @@ def assert_same_metrics(first: dict[str, pd.DataFrame], second: dict[str, pd.Dat
     compared = [name for name in first if Path(name).stem not in WALL_CLOCK]
     for name in compared:
         pd.testing.assert_frame_equal(first[name], second[name], check_exact=True, obj=name)
-    assert len(compared) >= 8  # 6 train/val metrics, the gradient ratio, grad_norms.tsv
+    assert len(compared) >= 9  # 6 train/val metrics, the gradient and update ratios, layers.tsv
 
 
 @pytest.mark.parametrize("model", ["fc56", "resnet18"])
@@ -70,13 +70,15 @@ def test_every_metric_has_one_row_per_epoch(workdir, monkeypatch):
     tables = logged_tables(live)
     expected = {f"plots/metrics/{m}.tsv" for m in (
         "train/loss", "train/acc", "val/loss", "val/acc", "val/precision", "val/recall",
-        "train/images_per_s", "grad/log10_first_over_last",
+        "train/images_per_s", "grad/log10_first_over_last", "update/log10_first_over_last",
     )}
     assert expected <= tables.keys()
     for name in expected:
         assert tables[name]["step"].tolist() == list(range(EPOCHS)), name
-    grads = tables["plots/grad_norms.tsv"]
-    assert grads.groupby("epoch")["layer"].apply(list).tolist() == [list(range(20))] * EPOCHS
+    layers = tables["plots/layers.tsv"]
+    assert layers.groupby("epoch")["layer"].apply(list).tolist() == [list(range(20))] * EPOCHS
+    assert list(layers.columns) == ["step", "epoch", "layer", "name", "grad_norm", "act_std", "update_ratio"]
+    assert (layers[["grad_norm", "act_std", "update_ratio"]] >= 0).all().all()
     info = json.loads((live / "run.json").read_text())
     assert info["data_source"] == "digits" and info["device"] == "cpu" and info["threads"] == 1
     assert info["params_count"] > 0 and info["torch_version"] and len(info["epoch_seconds"]) == EPOCHS
@@ -91,12 +93,12 @@ def test_declared_metrics_are_numbers_that_compare(workdir, monkeypatch):
     live = train(workdir, "fc56", "fc56-keys")
     (model, summary), = json.loads((live / "metrics.json").read_text()).items()
     assert model == "fc56"
-    assert set(summary) == {"train", "val", "loss", "precision", "recall", "grad"}
+    assert set(summary) == {"train", "val", "loss", "precision", "recall", "grad", "update"}
     val_acc = pd.read_csv(live / "plots/metrics/val/acc.tsv", sep="\t")["acc"]
     assert summary["val"] == val_acc.iloc[-1]  # accuracy, the headline, is <model>.<split>
     assert set(summary["loss"]) == {"train", "val"}
     ratio = summary["grad"]["log10_first_over_last"]
-    grads = pd.read_csv(live / "plots/grad_norms.tsv", sep="\t")
+    grads = pd.read_csv(live / "plots/layers.tsv", sep="\t")
     first_epoch = grads[grads["epoch"] == 1].sort_values("layer")["grad_norm"].to_numpy()
     assert ratio["epoch1"] == pytest.approx(math.log10(first_epoch[0] / first_epoch[-1]), rel=1e-5)
     assert ratio["epoch1"] < -3  # FC56 with PyTorch's default init: the first layer's gradient is orders smaller

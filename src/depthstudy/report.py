@@ -29,7 +29,7 @@ class Run:
 
     name: str
     history: pd.DataFrame  # one row per epoch (1-based index), columns HISTORY
-    grads: pd.DataFrame  # plots/grad_norms.tsv: step, epoch, layer, name, grad_norm
+    grads: pd.DataFrame  # plots/layers.tsv: step, epoch, layer, name, grad_norm, act_std, update_ratio
     info: dict  # run.json: params_count, device, torch_version, data_source, threads, epoch_seconds, images_per_s
 
 
@@ -44,7 +44,7 @@ def load_run(live_dir: Path) -> Run:
     return Run(
         name=live_dir.name,
         history=history,
-        grads=pd.read_csv(live_dir / "plots" / "grad_norms.tsv", sep="\t"),
+        grads=pd.read_csv(live_dir / "plots" / "layers.tsv", sep="\t"),
         info=json.loads((live_dir / "run.json").read_text()),
     )
 

@@ -2,10 +2,12 @@
 
 In the model's directory (``live_dir``, e.g. metrics/fc20):
 
-- ``plots/metrics/<split>/<name>.tsv`` — dvclive's per-epoch curves (train/loss, val/acc, …, the gradient ratio,
-  and train/images_per_s: a wall-clock figure, plotted but never a declared metric);
-- ``plots/grad_norms.tsv`` — every weight layer's mean gradient norm per epoch (step, epoch, layer, name,
-  grad_norm): one table rather than one dvclive metric per layer, which would flood `dvc exp show`;
+- ``plots/metrics/<split>/<name>.tsv`` — dvclive's per-epoch curves (train/loss, val/acc, …, the first ÷ last
+  layer ratios of gradient norm and weight update, and train/images_per_s: a wall-clock figure, plotted but never a
+  declared metric);
+- ``plots/layers.tsv`` — every weight layer's evidence per epoch (step, epoch, layer, name, grad_norm, act_std,
+  update_ratio: see ``train.Epoch``): one table rather than dvclive metrics per layer, which would flood
+  `dvc exp show`;
 - ``metrics.json`` — the DVC metrics: only figures that are equal when the run is repeated on the same machine,
   keyed by the model's name so that `dvc exp show` headers stay short and unique (``fc20.val`` is its accuracy);
 - ``run.json`` — how the numbers were made (device, versions, parameters, threads, data) and the wall clock.
@@ -19,8 +21,9 @@ from dvclive import Live
 
 from depthstudy.train import Epoch
 
-GRAD_NORMS = Path("plots") / "grad_norms.tsv"
-GRAD_RATIO = "grad/log10_first_over_last"
+LAYERS = Path("plots") / "layers.tsv"
+EVIDENCE = ("grad_norm", "act_std", "update_ratio")  # the columns of LAYERS after step, epoch, layer, name
+RATIOS = {"grad": "grad_norm", "update": "update_ratio"}  # dvclive/metrics name → the layer evidence it compares
 
 
 def log10_ratio(first: float, last: float) -> float | None:
@@ -34,7 +37,8 @@ def final_metrics(model: str, epochs: list[Epoch]) -> dict:
     """The declared metrics after the last epoch, keyed so that `dvc exp show` headers are short and unique.
 
     Accuracy, the headline figure, is ``<model>.<split>`` (``fc20.val``); the rest is ``<model>.<metric>.<split>``
-    (``fc20.loss.val``), and the gradient ratio at epoch 1 and at the end ``<model>.grad.log10_first_over_last.*``.
+    (``fc20.loss.val``), and the first ÷ last layer ratios of gradient norm and weight update, at epoch 1 and at the
+    end, ``<model>.{grad,update}.log10_first_over_last.{epoch1,final}``.
     """
     last = epochs[-1]
     summary: dict = {}
@@ -44,10 +48,10 @@ def final_metrics(model: str, epochs: list[Epoch]) -> dict:
             summary[split] = value
         else:
             summary.setdefault(metric, {})[split] = value
-    summary["grad"] = {"log10_first_over_last": {
-        "epoch1": log10_ratio(epochs[0].grad_norms[0], epochs[0].grad_norms[-1]),
-        "final": log10_ratio(last.grad_norms[0], last.grad_norms[-1]),
-    }}
+    for name, column in RATIOS.items():
+        first, final = epochs[0].layers[column], last.layers[column]
+        summary[name] = {"log10_first_over_last": {
+            "epoch1": log10_ratio(first[0], first[-1]), "final": log10_ratio(final[0], final[-1])}}
     return {model: summary}
 
 
@@ -62,21 +66,23 @@ class EpochLog:
         self.dir, self.model, self.layer_names, self.run_info = Path(live_dir), model, layer_names, run_info
         self.live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
         self.epochs: list[Epoch] = []
-        (self.dir / GRAD_NORMS).parent.mkdir(parents=True, exist_ok=True)
-        self.grads = open(self.dir / GRAD_NORMS, "w")
-        self.grads.write("step\tepoch\tlayer\tname\tgrad_norm\n")
+        (self.dir / LAYERS).parent.mkdir(parents=True, exist_ok=True)
+        self.table = open(self.dir / LAYERS, "w")
+        self.table.write("\t".join(("step", "epoch", "layer", "name", *EVIDENCE)) + "\n")
 
     def log_epoch(self, epoch: int, result: Epoch) -> None:
         for name, value in result.metrics.items():
             self.live.log_metric(name, value)
-        ratio = log10_ratio(result.grad_norms[0], result.grad_norms[-1])
-        self.live.log_metric(GRAD_RATIO, math.nan if ratio is None else ratio)
+        for name, column in RATIOS.items():
+            ratio = log10_ratio(result.layers[column][0], result.layers[column][-1])
+            self.live.log_metric(f"{name}/log10_first_over_last", math.nan if ratio is None else ratio)
         self.live.log_metric("train/images_per_s", result.images_per_s)
-        self.grads.writelines(
-            f"{self.live.step}\t{epoch}\t{i}\t{name}\t{norm:.6e}\n"
-            for i, (name, norm) in enumerate(zip(self.layer_names, result.grad_norms))
+        columns = zip(*(result.layers[c] for c in EVIDENCE))
+        self.table.writelines(
+            f"{self.live.step}\t{epoch}\t{i}\t{name}\t" + "\t".join(f"{v:.6e}" for v in values) + "\n"
+            for i, (name, values) in enumerate(zip(self.layer_names, columns))
         )
-        self.grads.flush()
+        self.table.flush()
         self.live.next_step()
         self.epochs.append(result)
 
@@ -84,7 +90,7 @@ class EpochLog:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.grads.close()
+        self.table.close()
         self.live.end()
         if exc_type is None and self.epochs:
             # dvclive's own summary adds its step counter and the wall-clock figures: replace it with what DVC

@@ -1,4 +1,4 @@
-"""The training loop: uint8 tensors batched and normalised on the device, Adam, cross-entropy, per-layer grad norms."""
+"""The training loop: uint8 batches normalised on the device, Adam, cross-entropy, per-layer learning evidence."""
 
 import time
 from collections.abc import Callable
@@ -12,6 +12,7 @@ from tqdm import tqdm
 from depthstudy.data import Normalize, Split, batches
 from depthstudy.errors import UserError
 from depthstudy.evaluation import predict
+from depthstudy.instrument import LayerProbe
 from depthstudy.metrics import classification_metrics
 from depthstudy.models import NUM_CLASSES, weight_layers
 from depthstudy.params import TrainParams
@@ -19,6 +20,9 @@ from depthstudy.params import TrainParams
 # Steps between reads of the device's running figures: the only host syncs inside an epoch. They bound how far
 # a diverged run goes on (at most this many steps past the first non-finite loss) and refresh the progress bar.
 SYNC_EVERY = 25
+# Steps between samples of the per-layer gradient norms and activation stds (the relative weight update covers every
+# step): all the instrumentation together then costs < 1% of a step (benchmarks/RESULTS.md, part 2c).
+PROBE_EVERY = 10
 
 
 @dataclass
@@ -26,7 +30,9 @@ class Epoch:
     """What one epoch produced: the figures to compare across runs, and the wall-clock ones kept apart."""
 
     metrics: dict[str, float]  # train/loss, train/acc, val/loss, val/acc, val/precision, val/recall
-    grad_norms: list[float]  # per weight layer (as ``weight_layers`` orders them): mean L2 norm of its gradient
+    # per weight layer (as ``weight_layers`` orders them), LayerProbe's evidence: "grad_norm" (mean L2 norm of the
+    # weight gradient), "act_std" (mean std of the layer's output), "update_ratio" (‖ΔW‖ / ‖W‖ over the epoch)
+    layers: dict[str, list[float]]
     seconds: float  # the epoch's wall clock, training and validation
     images_per_s: float  # training throughput
 
@@ -47,30 +53,31 @@ def train_epoch(
     amp: bool = False,
     desc: str = "",
 ) -> dict:
-    """One pass over ``split`` in train mode → loss, accuracy, throughput, each layer's mean grad norm, and the
-    index of the first step whose loss was not finite (-1 if none; the pass then stops within SYNC_EVERY steps).
+    """One pass over ``split`` in train mode → loss, accuracy, throughput, the per-layer evidence (``Epoch.layers``),
+    and the index of the first step whose loss was not finite (-1 if none; the pass then stops within SYNC_EVERY
+    steps).
 
     A progress bar (steps, img/s, running loss) shows on a terminal only, so logs and `dvc queue logs` stay clean.
     """
     model.train()
-    layers = [m for _, m in weight_layers(model)]
-    grad_sum = torch.zeros(len(layers), device=device, dtype=torch.float64)
+    probe = LayerProbe([m for _, m in weight_layers(model)], every=PROBE_EVERY)
+    probe.epoch_start()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     bad_step = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
     steps, seen = 0, 0
     start = time.perf_counter()
     total = -(-len(split.labels) // batch_size)
-    with tqdm(total=total, desc=desc, unit="step", leave=False, disable=None) as bar:
+    with probe, tqdm(total=total, desc=desc, unit="step", leave=False, disable=None) as bar:
         for images, labels in batches(split, batch_size, generator):
             x, y = normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+            probe.step(steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            # Sums stay on the device (no sync per step); the epoch's mean is read once at the end.
-            grad_sum += torch.stack([torch.linalg.vector_norm(m.weight.grad) for m in layers]).double()
+            probe.after_backward()  # sums stay on the device (no sync per step), read once at the epoch's end
             optimizer.step()
             loss_sum += loss.detach().double() * len(y)
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), steps, bad_step)
@@ -82,13 +89,14 @@ def train_epoch(
                 rate = seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", img_s=f"{rate:.0f}", refresh=False)
                 bar.update(steps - bar.n)
+        layers = probe.epoch_end()
     seconds = time.perf_counter() - start
     return {
         "loss": loss_sum.item() / seen,
         "acc": correct.item() / seen,
         "images_per_s": seen / seconds,
         "bad_step": int(bad_step.item()),
-        "grad_norms": (grad_sum / max(steps, 1)).tolist(),
+        "layers": layers,
     }
 
 
@@ -131,4 +139,4 @@ def fit(
             "val/precision": va["precision"],
             "val/recall": va["recall"],
         }
-        log(epoch, Epoch(metrics, tr["grad_norms"], time.perf_counter() - start, tr["images_per_s"]))
+        log(epoch, Epoch(metrics, tr["layers"], time.perf_counter() - start, tr["images_per_s"]))
