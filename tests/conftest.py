@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from depthstudy import archive as cifar
+from depthstudy import data
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -123,6 +124,20 @@ def assert_one_line_error(stderr: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+def prepare_digits(directory: Path, overrides: dict) -> Path:
+    """``directory``/params.yaml with ``overrides``, and the digits sample prepared under ``directory``/prepared as
+    preprocess writes it → the train/val directory the train stage reads."""
+    from depthstudy.params import parse_params
+    from depthstudy.prepare import OUTPUTS, output_meta, prepare
+
+    write_params(directory, overrides)
+    cifar.build_digits_archive(directory / "archive.tar.gz")
+    splits, meta = prepare(directory / "archive.tar.gz", parse_params(params_dict(overrides)).data)
+    for output, names in OUTPUTS.items():
+        data.save_splits(directory / "prepared" / output, {n: splits[n] for n in names}, output_meta(meta, names))
+    return directory / "prepared" / "trainval"
 
 
 # --- end to end: the real dvc in a temporary git repo -----------------------------------------------------------

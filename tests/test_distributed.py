@@ -1,5 +1,6 @@
-"""Data-parallel training on the CPU: 2 gloo processes follow the single-process optimisation, resume exactly, and fail
-fast when a rank dies or hangs; sharding, loss scaling and the queue worker's GPU, checked without processes."""
+"""Data-parallel training on the CPU, the library's training loop (train.fit) in 2 gloo processes: it follows the
+single-process optimisation, resumes exactly, and fails fast when a rank dies or hangs; sharding, loss scaling and
+the queue worker's GPU, checked without processes. tests/test_ddp_stage.py runs the stage itself under torchrun."""
 
 import json
 import os
@@ -20,10 +21,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from depthstudy.data import Split, build_digits_archive, prepare
+from depthstudy.archive import build_digits_archive
+from depthstudy.data import Normalize, Split
 from depthstudy.distributed import (
     World,
-    all_reduce,
     cuda_device,
     per_rank_batch,
     process_group,
@@ -40,7 +41,9 @@ from depthstudy.distributed import (
 )
 from depthstudy.errors import UserError
 from depthstudy.models import FCNet
-from depthstudy.params import DataParams
+from depthstudy.params import DataParams, TrainParams
+from depthstudy.prepare import prepare
+from depthstudy.train import fit, make_optimizer
 
 CPU = torch.device("cpu")
 SEED = 0
@@ -263,45 +266,20 @@ def one_thread():
 
 
 def fresh_run(world: World, dropout: float):
-    """Model, optimizer and shuffling generator as a stage would build them, seeded alike on every rank."""
+    """Model, optimizer and shuffling generator as stages/train.py builds them, seeded alike on every rank."""
     torch.manual_seed(SEED)
     model = FCNet(depth=4, width=32, dropout=dropout)
     seed_rank(SEED, world)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    return model, wrap(model, world, CPU), optimizer, torch.Generator().manual_seed(SEED)
+    return model, wrap(model, world, CPU), make_optimizer(model, 1e-3, CPU), torch.Generator().manual_seed(SEED)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 255
-
-
-def train(world, model, ddp, optimizer, generator, data, epochs, before_step=None) -> list[dict]:
-    """The minimal loop: this rank's shard of each global batch, the scaled loss, totals summed over ranks, and
-    validation on rank 0 through the unwrapped model. ``before_step(step)`` is called before each step."""
+def train(world, model, ddp, optimizer, generator, data, epochs, start_epoch=1) -> list[dict]:
+    """The project's loop (train.fit) from ``start_epoch`` to ``epochs`` → each epoch's metrics (val on rank 0)."""
     train_split, val = data
+    params = TrainParams(epochs=epochs, batch_size=BATCH, lr=1e-3, seed=SEED)
     history = []
-    for _ in range(epochs):
-        ddp.train()
-        totals = torch.zeros(2, dtype=torch.float64)  # loss sum, correct
-        for step, (images, labels, count) in enumerate(rank_batches(train_split, BATCH, generator, world)):
-            if before_step:
-                before_step(step)
-            logits = ddp(normalize(images))
-            loss, loss_sum = rank_loss(logits, labels, count, world)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            totals += torch.stack([loss_sum.double(), (logits.argmax(1) == labels).sum().double()])
-        all_reduce(totals, world)
-        n = len(train_split.labels)
-        metrics = {"train/loss": totals[0].item() / n, "train/acc": totals[1].item() / n}
-        if world.is_main:
-            model.eval()
-            with torch.no_grad():
-                logits = model(normalize(val.images))
-            metrics["val/loss"] = F.cross_entropy(logits, val.labels).item()
-            metrics["val/acc"] = (logits.argmax(1) == val.labels).double().mean().item()
-        history.append(metrics)
+    fit(ddp, optimizer, generator, train_split, val, params, Normalize([0.3] * 3, [0.3] * 3, CPU), CPU,
+        lambda epoch, result: history.append(result.metrics), start_epoch=start_epoch, world=world)
     return history
 
 
@@ -363,7 +341,7 @@ def _resume_job(world: World, data, path: Path):
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["shuffle"])
     restore_rng_state(state["rng"], world, CPU)
-    train(world, model, ddp, optimizer, generator, data, EPOCHS - 1)
+    train(world, model, ddp, optimizer, generator, data, EPOCHS, start_epoch=2)
     return weights(model)
 
 
@@ -376,15 +354,19 @@ def test_resuming_under_ddp_matches_an_unbroken_ddp_run_to_the_bit(digits, tmp_p
 
 
 def _dying_job(world: World, data, how: str, stamp: Path):
-    def die(step: int) -> None:
-        if world.rank == 1 and step == 3:
+    steps = []
+
+    def die(*_) -> None:  # a forward pre-hook: runs before each of the model's forward passes
+        steps.append(1)
+        if world.rank == 1 and len(steps) == 4:
             stamp.write_text(str(time.time()))
             if how == "exit":
                 os._exit(3)
             os.kill(os.getpid(), signal.SIGSTOP)  # hangs, as a rank stuck in a driver call or a deadlock does
 
     model, ddp, optimizer, generator = fresh_run(world, dropout=0.0)
-    train(world, model, ddp, optimizer, generator, data, EPOCHS, before_step=die)
+    model.register_forward_pre_hook(die)
+    train(world, model, ddp, optimizer, generator, data, EPOCHS)
 
 
 @pytest.mark.parametrize(

@@ -67,10 +67,12 @@ def test_training_never_reads_the_test_split_or_the_report_code():
     assert "src/depthstudy/metrics.py" in stages["train_fc20"]["deps"]  # validation metrics are computed there
 
 
-def test_no_output_is_persistent_and_only_declared_metrics_and_the_report_skip_the_cache():
-    """What keeps DVC's run-cache on (DVC 3: stage/cache.py `_can_hash`, stage/__init__.py `no_cache_outs`)."""
+def test_no_output_is_persistent_and_only_the_report_skips_the_cache():
+    """What keeps DVC's run-cache on (DVC 3: stage/cache.py `_can_hash`, stage/__init__.py `no_cache_outs`) and
+    usable in a fresh clone: restoring a run replaces its outputs, and DVC refuses to replace a file it cannot find
+    in its cache, as a git-tracked (`cache: false`) output of another run is in a teammate's clone."""
     for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
-        for out in stage.get("outs", []):
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             path, flags = next(iter(out.items())) if isinstance(out, dict) else (out, {})
             assert not flags.get("persist"), (name, path)
             assert flags.get("cache", True) or name == "report", (name, path)

@@ -22,14 +22,15 @@ LIVE = Path("metrics/resnet18")
 EPOCHS = 4
 
 
-# --no-run-cache: these params may have run to the end before (an earlier test); DVC would then restore that run
-# from its run-cache instead of starting the stage, and there would be nothing to kill or resume.
+# These params may have run to the end before (an earlier test): then the stage is up to date, or DVC would restore
+# that run from its run-cache, and there would be nothing to kill or resume. So the first run is forced (--force
+# --single-item: this stage alone), and the resumed one told not to use the run-cache.
 REPRO = ("repro", "--no-run-cache")
 
 
 def start_repro(repo: Path) -> subprocess.Popen:
-    return subprocess.Popen(["dvc", *REPRO, STAGE], cwd=repo, env=VENV_ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(["dvc", "repro", "--force", "--single-item", STAGE], cwd=repo, env=VENV_ENV,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def kill_after_first_epoch(repo: Path) -> int:

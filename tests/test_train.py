@@ -8,13 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import assert_one_line_error, load_stage, params_dict, run_script, write_params
+from conftest import assert_one_line_error, load_stage, prepare_digits, run_script, write_params
 from depthstudy import train as train_lib
-from depthstudy.archive import build_digits_archive
-from depthstudy.data import Normalize, Split, save_splits
+from depthstudy.data import Normalize, Split
 from depthstudy.models import FCNet
-from depthstudy.params import parse_params
-from depthstudy.prepare import OUTPUTS, output_meta, prepare
 
 WALL_CLOCK = {"images_per_s"}  # the only curve allowed to differ between identical runs
 EPOCHS = 2
@@ -27,11 +24,7 @@ train_stage = load_stage("train")
 def workdir(tmp_path_factory):
     """A directory with a reduced params.yaml and the digits sample prepared (240 train+val images)."""
     d = tmp_path_factory.mktemp("train")
-    write_params(d, REDUCED)
-    build_digits_archive(d / "archive.tar.gz")
-    splits, meta = prepare(d / "archive.tar.gz", parse_params(params_dict(REDUCED)).data)
-    for output, names in OUTPUTS.items():
-        save_splits(d / "prepared" / output, {name: splits[name] for name in names}, output_meta(meta, names))
+    prepare_digits(d, REDUCED)
     return d
 
 

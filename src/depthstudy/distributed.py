@@ -13,6 +13,9 @@ single process, so val metrics follow from the weights exactly; the other ranks 
 
 import json
 import os
+import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +84,27 @@ def process_group(world: World, device: torch.device, timeout: timedelta = TIMEO
     dist.destroy_process_group()
 
 
+def exit_with_launcher(world: World, poll_s: float = 1.0) -> None:
+    """Under torchrun, end this rank as soon as torchrun (its parent) is gone.
+
+    torchrun starts each rank in a session of its own, so a SIGKILL to the stage's process group (a lost terminal,
+    `kill -9`, a queue worker killed) ends torchrun but not the ranks: orphans that would train on and write the
+    weights and the resume state after DVC has given the stage up. A daemon thread watching the parent pid ends them
+    within ``poll_s`` instead. (torchrun forwards SIGTERM and SIGINT itself.)
+    """
+    if world.size == 1:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        print(f"error: rank {world.rank}: torchrun is gone; stopping", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-torchrun", daemon=True).start()
+
+
 def per_rank_batch(batch_size: int, world_size: int) -> int:
     """Each rank's share of the global batch; refuses a batch size the world size does not divide."""
     if batch_size % world_size:
@@ -145,6 +169,11 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
     if world.size == 1:
         return model
     return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def sync_batchnorm(model: nn.Module, world: World, device: torch.device) -> nn.Module:

@@ -59,12 +59,19 @@ class TrainParams:
     threads: int = 0
     amp: bool = False  # bf16 autocast: faster on recent GPUs, changes the numbers
     compile: bool = False  # torch.compile (CUDA graphs on CUDA): faster steps after a warm-up, changes the numbers
+    nproc: int = 1  # processes per training (torchrun, DistributedDataParallel): each takes batch_size / nproc images
+    sync_batchnorm: bool = False  # with nproc > 1 on CUDA: BatchNorm statistics over the global batch, not each shard
 
     def check(self, key: str) -> None:
         if self.epochs < 1:
             _fail(f"{key}.epochs", "an integer >= 1", self.epochs)
         if self.batch_size < 1:
             _fail(f"{key}.batch_size", "an integer >= 1", self.batch_size)
+        if self.nproc < 1:
+            _fail(f"{key}.nproc", "an integer >= 1", self.nproc)
+        if self.batch_size % self.nproc:
+            _fail(f"{key}.batch_size", f"a multiple of {key}.nproc = {self.nproc} (each process takes an equal share)",
+                  self.batch_size)
         if not self.lr > 0:
             _fail(f"{key}.lr", "a number > 0", self.lr)
         if self.device not in DEVICES:

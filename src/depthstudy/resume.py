@@ -3,8 +3,9 @@
 The state is not a DVC output: DVC never reads or deletes it, so it costs nothing where DVC rebuilds a workspace
 (a queued experiment, a fresh clone, `dvc exp apply`) and leaves the run-cache on. It is tied to its run by a
 provenance record — params, the training data's bytes, the code the stage runs (its import closure, the same files
-dvc.yaml lists as the stage's deps), the device and the CPU thread count (which decides float summation order) —
-and is resumed only when all of them match. All loads use weights_only=True.
+dvc.yaml lists as the stage's deps), the device type, the CPU thread count and the number of processes (both decide
+the order of float sums) — and is resumed only when all of them match. Under torchrun every rank reads the state
+and rank 0 writes it, with every rank's random state. All loads use weights_only=True.
 """
 
 import hashlib
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from depthstudy.distributed import World, restore_rng_state
 from depthstudy.errors import UserError
 from depthstudy.files import atomic_path
 from depthstudy.params import ModelParams, TrainParams
@@ -28,6 +30,7 @@ def provenance(
     script: Path,
     device: torch.device,
     threads: int,
+    world_size: int = 1,
 ) -> dict:
     """Everything that decides a training run's numbers, as comparable values."""
     data = {}
@@ -38,7 +41,7 @@ def provenance(
         "params": {"model": model_name, **asdict(model_params), **asdict(train_params)},
         "data": data,
         "code": code_digests(script),
-        "runtime": {"device": str(device), "threads": threads},
+        "runtime": {"device": device.type, "threads": threads, "processes": world_size},
     }
 
 
@@ -60,20 +63,21 @@ def save(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    rng: list[dict[str, torch.Tensor]],
     history: list[dict],
 ) -> None:
-    """Write the state after ``len(history)`` finished epochs, atomically: a kill leaves the previous one intact."""
+    """Write the state after ``len(history)`` finished epochs, atomically: a kill leaves the previous one intact.
+
+    ``rng``: every rank's random state, in rank order (distributed.rng_states); the shuffling ``generator`` is the
+    same on every rank.
+    """
     state = {
         "provenance": prov,
         "epoch": len(history),
         "history": history,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "shuffle": generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
+        "rng": {"shuffle": generator.get_state(), "ranks": rng},
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -100,12 +104,18 @@ def load(path: Path, prov: dict, device: torch.device) -> dict | None:
     return state
 
 
-def restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> list:
-    """Load ``state`` into the live objects; returns the finished epochs' history."""
+def restore(
+    state: dict,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    world: World,
+    device: torch.device,
+) -> list:
+    """Load ``state`` into the live objects (this rank's random state among the saved ones); returns the finished
+    epochs' history."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"].cpu())
     generator.set_state(state["rng"]["shuffle"].cpu())
-    if state["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    restore_rng_state(state["rng"]["ranks"], world, device)
     return list(state["history"])

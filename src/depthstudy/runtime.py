@@ -10,16 +10,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from depthstudy.distributed import World, cuda_device, queue_worker
 from depthstudy.errors import UserError
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` = CUDA, then Apple's MPS, then the CPU; an explicit device that is absent is an error."""
+def pick_device(name: str, world: World = World()) -> torch.device:
+    """``auto`` = CUDA, then Apple's MPS, then the CPU; an explicit device that is absent is an error.
+
+    On CUDA, the GPU of this process: one block of GPUs per `dvc queue` worker, one GPU of it per torchrun rank
+    (distributed.cuda_device).
+    """
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+        name = next(d for d in ("cuda", "mps", "cpu") if available[d])
     if not available[name]:
         raise UserError(f"params.yaml: train.device is {name!r}, but this machine has no {name} device (try auto)")
+    if name == "cuda":
+        return cuda_device(world, queue_worker(), torch.cuda.device_count())
     return torch.device(name)
 
 

@@ -5,11 +5,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from depthstudy.data import Normalize, Split, batches
+from depthstudy.data import Normalize, Split
+from depthstudy.distributed import World, all_reduce, rank_batches, rank_loss, unwrap
 from depthstudy.errors import UserError
 from depthstudy.evaluation import predict
 from depthstudy.instrument import LayerProbe
@@ -52,50 +53,56 @@ def train_epoch(
     device: torch.device,
     amp: bool = False,
     desc: str = "",
+    world: World = World(),
 ) -> dict:
     """One pass over ``split`` in train mode → loss, accuracy, throughput, the per-layer evidence (``Epoch.layers``),
     and the index of the first step whose loss was not finite (-1 if none; the pass then stops within SYNC_EVERY
     steps).
 
-    A progress bar (steps, img/s, running loss) shows on a terminal only, so logs and `dvc queue logs` stay clean.
+    Under torchrun (``model`` wrapped in DDP) each rank trains on its shard of every global batch of ``batch_size``
+    images and the figures are summed over the ranks; in a world of 1 this is the plain loop. A progress bar (steps,
+    img/s, running loss) shows on rank 0's terminal only, so logs and `dvc queue logs` stay clean.
     """
     model.train()
-    probe = LayerProbe([m for _, m in weight_layers(model)], every=PROBE_EVERY)
+    probe = LayerProbe([m for _, m in weight_layers(unwrap(model))], every=PROBE_EVERY)
     probe.epoch_start()
+    total = -(-len(split.labels) // batch_size)  # steps in the epoch; also "no bad step" below (a MIN over ranks)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    bad_step = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
+    bad_step = torch.full((), total, device=device, dtype=torch.int64)  # first step with a non-finite loss
     steps, seen = 0, 0
     start = time.perf_counter()
-    total = -(-len(split.labels) // batch_size)
-    with probe, tqdm(total=total, desc=desc, unit="step", leave=False, disable=None) as bar:
-        for images, labels in batches(split, batch_size, generator):
+    with probe, tqdm(total=total, desc=desc, unit="step", leave=False, disable=None if world.is_main else True) as bar:
+        for images, labels, count in rank_batches(split, batch_size, generator, world):
             x, y = normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
             probe.step(steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss, batch_loss_sum = rank_loss(logits, y, count, world)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             probe.after_backward()  # sums stay on the device (no sync per step), read once at the epoch's end
             optimizer.step()
-            loss_sum += loss.detach().double() * len(y)
-            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), steps, bad_step)
+            loss_sum += batch_loss_sum.double()
+            bad_step = torch.where((bad_step == total) & ~torch.isfinite(batch_loss_sum), steps, bad_step)
             correct += (logits.argmax(dim=1) == y).sum()
-            steps, seen = steps + 1, seen + len(y)
+            steps, seen = steps + 1, seen + count
             if steps % SYNC_EVERY == 0 or steps == total:
-                if bad_step.item() >= 0:
+                # every rank stops at the same step: the first non-finite loss on any of them
+                if all_reduce(bad_step, world, dist.ReduceOp.MIN).item() < total:
                     break
                 rate = seen / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", img_s=f"{rate:.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss_sum.item() * world.size / seen:.4g}", img_s=f"{rate:.0f}", refresh=False)
                 bar.update(steps - bar.n)
         layers = probe.epoch_end()
+    for t in (loss_sum, correct):
+        all_reduce(t, world)
     seconds = time.perf_counter() - start
     return {
         "loss": loss_sum.item() / seen,
         "acc": correct.item() / seen,
         "images_per_s": seen / seconds,
-        "bad_step": int(bad_step.item()),
+        "bad_step": int(bad_step.item()) if bad_step.item() < total else -1,
         "layers": layers,
     }
 
@@ -115,28 +122,28 @@ def fit(
     log: EpochLogger,
     start_epoch: int = 1,
     name: str = "",
+    world: World = World(),
 ) -> None:
     """Train ``model`` from ``start_epoch`` to ``params.epochs``; after each epoch, ``log(epoch, Epoch)``.
 
     ``generator`` drives the shuffling. A non-finite training loss stops training with a UserError before ``log``.
+    Under torchrun, every rank trains and calls ``log`` (the resume state gathers every rank's random state); rank 0
+    alone validates, over the whole split through the unwrapped model, so only its ``Epoch`` has val metrics.
     """
     for epoch in range(start_epoch, params.epochs + 1):
         start = time.perf_counter()
         desc = f"{name} epoch {epoch}/{params.epochs}"
-        tr = train_epoch(model, optimizer, train, params.batch_size, generator, normalize, device, params.amp, desc)
+        tr = train_epoch(model, optimizer, train, params.batch_size, generator, normalize, device, params.amp, desc,
+                         world)
         if tr["bad_step"] >= 0:
             raise UserError(
                 f"training diverged: the loss became non-finite at epoch {epoch}, step {tr['bad_step'] + 1} "
                 f"(train.lr = {params.lr:g}; try a smaller train.lr)"
             )
-        val_loss, val_preds = predict(model, val, params.batch_size, normalize, device, params.amp)
-        va = classification_metrics(val.labels.cpu().numpy(), val_preds, NUM_CLASSES)
-        metrics = {
-            "train/loss": tr["loss"],
-            "train/acc": tr["acc"],
-            "val/loss": val_loss,
-            "val/acc": va["acc"],
-            "val/precision": va["precision"],
-            "val/recall": va["recall"],
-        }
+        metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"]}
+        if world.is_main:
+            val_loss, val_preds = predict(unwrap(model), val, params.batch_size, normalize, device, params.amp)
+            va = classification_metrics(val.labels.cpu().numpy(), val_preds, NUM_CLASSES)
+            metrics |= {"val/loss": val_loss, "val/acc": va["acc"], "val/precision": va["precision"],
+                        "val/recall": va["recall"]}
         log(epoch, Epoch(metrics, tr["layers"], time.perf_counter() - start, tr["images_per_s"]))
