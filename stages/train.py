@@ -75,9 +75,10 @@ def train(args: argparse.Namespace, params: Params, world: ddp.World, device: to
     model_params = params.model(args.model)
     meta = load_meta(args.data_dir)
     train_split, val = (to_device(load_split(args.data_dir, name), device) for name in ("train", "val"))
-    model, channels_last = place_model(build_model(model_params), device, params.train.compile)
+    model = build_model(model_params)
     if params.train.sync_batchnorm:
         model = ddp.sync_batchnorm(model, world, device)
+    model, channels_last = place_model(model, device, params.train.compile)
     optimizer = make_optimizer(model, params.train.lr, device)
     generator = torch.Generator().manual_seed(params.train.seed)
     ddp.seed_rank(params.train.seed, world)
