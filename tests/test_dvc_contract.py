@@ -159,25 +159,31 @@ def test_a_queued_one_model_variant_trains_only_that_model(repo):
 
 @pytest.mark.e2e
 def test_a_teammate_clones_pulls_and_nothing_reruns(repo, tmp_path):
-    """Push to a local-directory remote (results and run-cache); a fresh clone pulls and is up to date; params
-    that were run elsewhere restore from the pulled run-cache."""
-    remote, clone = tmp_path / "remote", tmp_path / "clone"
-    dvc(repo, "exp", "run", "-S", "train.lr=0.002")  # a variant whose run-cache entries the teammate will reuse
+    """README, "Sharing results": a git remote and a local-directory DVC remote; push the results and the run-cache,
+    push an experiment; a fresh clone pulls and is up to date, and the experiment's params restore from the
+    run-cache instead of training."""
+    origin, storage, clone = tmp_path / "origin.git", tmp_path / "storage", tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    git(repo, "remote", "add", "origin", str(origin))
+    dvc(repo, "remote", "add", "--force", "-d", "teamstore", str(storage))
+    git(repo, "commit", "-qm", "a default DVC remote", ".dvc/config")
+    git(repo, "push", "-q", "origin", "HEAD:main")
+    dvc(repo, "push", "--run-cache")
+    dvc(repo, "exp", "run", "-n", "shared-lr", "-S", "train.lr=0.002")
+    dvc(repo, "exp", "push", "--run-cache", "origin", "shared-lr")  # its git ref and the outputs it made
     git(repo, "reset", "-q", "--hard")
     dvc(repo, "checkout", "--force")
-    dvc(repo, "remote", "add", "--force", "-d", "teamstore", str(remote))  # README, "Sharing results"
-    git(repo, "commit", "-qm", "a default DVC remote", ".dvc/config")
-    dvc(repo, "push", "--run-cache")
 
-    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", "--branch", "main", str(origin), str(clone)], check=True)
     assert not (clone / "data" / "prepared").exists() and not (clone / "metrics/fc20/plots").exists()
     dvc(clone, "pull", "--run-cache")
     assert "Data and pipelines are up to date" in dvc(clone, "status")
     assert stages_run(dvc(clone, "repro")) == set()
+    assert json.loads(dvc(clone, "metrics", "diff", "--json")) == {}  # the metrics are the pushed ones
     shown = json.loads(dvc(clone, "plots", "show", "--json"))
     assert "errors" not in shown, shown.get("errors")
 
     update_params(clone, {"train.lr": 0.002})
-    output = dvc(clone, "repro", "--pull")  # --pull: fetch the outputs a run-cache entry names, when it is used
+    output = dvc(clone, "repro", "--pull")  # --pull: fetch the outputs of a run restored from the run-cache
     assert not stages_run(output) & TRAININGS, output
     assert all(f"Stage '{stage}' is cached - skipping run" in output for stage in TRAININGS)

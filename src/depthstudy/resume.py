@@ -84,7 +84,7 @@ def save(
 
 
 def load(path: Path, prov: dict, device: torch.device) -> dict | None:
-    """The state at ``path`` if it belongs to this run; None if there is none or it is stale (made by other params,
+    """The state at ``path`` if it belongs to this run; None if there is none or it is stale (made with other params,
     data, code or runtime: said in one line). Any other failure to read it is a UserError: a state that cannot be
     read right now (no memory, an I/O error) is never silently replaced."""
     if not path.exists():
@@ -97,8 +97,8 @@ def load(path: Path, prov: dict, device: torch.device) -> dict | None:
         raise UserError(f"{path}: cannot read the resume state ({reason}); delete it to train from scratch") from None
     old = state.get("provenance") if isinstance(state, dict) else None
     if not isinstance(old, dict) or old != prov:
-        changed = _differences(old, prov) if isinstance(old, dict) else "an older format"
-        print(f"not resuming from {path}: it was made by other {changed}; starting fresh", flush=True)
+        why = f"it was made with different {_differences(old, prov)}" if isinstance(old, dict) else "an older format"
+        print(f"not resuming from {path}: {why}; starting fresh", flush=True)
         return None
     print(f"resuming from {path}: {state['epoch']} epoch(s) done", flush=True)
     return state
