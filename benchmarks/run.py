@@ -1,9 +1,9 @@
-"""The performance benchmarks of depthstudy (issue 6): data path, training step, CPU threads, DVC pipeline, memory,
-GPU. Run from the project root with the project's environment:
+"""The performance benchmarks of depthstudy (issues 6 and 10): data path, training step, per-layer instrumentation, CPU
+threads, DVC pipeline, memory, GPU. Run from the project root with the project's environment:
 
-    python benchmarks/run.py                  # parts 1, 2, 2b, 3 and 5: 3.5-5.5 min on 2 shared cores, more under load
-    python benchmarks/run.py --quick          # fewer images, steps and repeats: about 2 min, more under load
-    python benchmarks/run.py --only train     # some parts: data, train, threads, pipeline, memory, gpu (repeatable)
+    python benchmarks/run.py                  # parts 1, 2, 2b, 2c, 3 and 5: ~4.5-7 min on 2 shared cores
+    python benchmarks/run.py --quick          # fewer images, steps and repeats: ~2.5 min, more under load
+    python benchmarks/run.py --only train     # some parts: data, train, instrument, threads, pipeline, memory, gpu
     python benchmarks/run.py --memory         # also part 4: FC56 at width 4096, 1-2 minutes and ~15 GiB of RAM
     python benchmarks/run.py --only threads --contention   # part 2b beside a competing PyTorch process too
 
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import Check  # noqa: E402
 
-PARTS = ("data", "train", "threads", "pipeline", "memory", "gpu")
+PARTS = ("data", "train", "instrument", "threads", "pipeline", "memory", "gpu")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +59,11 @@ def run_part(part: str, args: argparse.Namespace):
 
         steps = {"fc20": 10, "fc56": 6, "resnet18": 3} if quick else {"fc20": 20, "fc56": 12, "resnet18": 6}
         return train_step.run(width=512, steps=steps, repeats=repeats)
+    if part == "instrument":
+        from benchmarks import instrument
+
+        steps = {"fc20": 10, "fc56": 6} if quick else {"fc20": 20, "fc56": 12}
+        return instrument.run(width=512, steps=steps, repeats=repeats)
     if part == "threads":
         from benchmarks import threads
 
@@ -77,7 +82,7 @@ def run_part(part: str, args: argparse.Namespace):
 
 
 def checks(results: dict) -> list[Check]:
-    """The targets of issue 6, for the parts that ran."""
+    """The targets of issues 6 and 10, for the parts that ran."""
     out = []
     data, train = results.get("data"), results.get("train")
     if data:
@@ -89,6 +94,10 @@ def checks(results: dict) -> list[Check]:
         out.append(Check(f"{name}: train_epoch img/s ÷ bare loop img/s", r["ratio"], 0.95))
         out.append(Check(f"{name}: the same, estimated from the per-step parts", r["estimated_ratio"], 0.95))
         out.append(Check(f"{name}: fit epoch ÷ bare train+eval epoch, as a speed", r["fit_ratio"], 0.95))
+    for name, r in (results.get("instrument") or {}).items():
+        # As train_epoch runs it: the LayerProbe, gradient norms and activation stds every k-th step, the update ratio
+        # amortised over an epoch. Not the whole loops: they pay the update ratio once per few steps, not per epoch.
+        out.append(Check(f"{name}: instrumentation ÷ bare step (parts timed alone)", r["overhead_sampled"], 0.05, True))
     if results.get("pipeline"):
         out.append(Check("no-op `dvc repro` time ÷ `dvc status` time", results["pipeline"]["noop_ratio"], 1.5, True))
     if results.get("memory"):

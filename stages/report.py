@@ -1,7 +1,7 @@
 """Stage `report`: the study's Markdown report with PNG figures, from the metrics files alone.
 
-Reads params.yaml, each model's metrics directory (curves, gradient norms, run info), evaluate's output directory
-and the prepared splits' meta.json files; writes OUT_DIR/report.md, learning_curves.png, grad_norms.png and
+Reads params.yaml, each model's metrics directory (curves, per-layer evidence, run info), evaluate's output directory
+and the prepared splits' meta.json files; writes OUT_DIR/report.md, learning_curves.png, layers.png and
 confusion.png.
 Run: python stages/report.py plots/report metrics/fc20 metrics/fc56 metrics/resnet18 metrics/evaluate \
          --meta data/prepared/trainval/meta.json data/prepared/test/meta.json

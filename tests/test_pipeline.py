@@ -59,8 +59,9 @@ def test_report_has_a_row_per_model_and_real_figures(pipeline):
     test_rows = report.split("## Test metrics")[1].split("##")[0]
     for model in MODELS:
         assert re.search(rf"^\| {model} \| 0\.\d{{4}} \|", test_rows, re.M), model
-    assert "chance for 10 classes" in report
-    for png in ("learning_curves.png", "grad_norms.png", "confusion.png"):
+    assert "(chance: 1/10; one-sided exact binomial test per seed, p < 0.05)" in report  # depthstudy.findings
+    assert re.search(r"^- fc56, epoch 1: .*the first layer('s weights did not move| barely moved| moved)", report, re.M)
+    for png in ("learning_curves.png", "layers.png", "confusion.png"):
         path = repo / "plots" / "report" / png
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pixels = matplotlib.image.imread(path)

@@ -1,22 +1,20 @@
-"""Turn the metrics files into the study's report: tables (pandas), figures (matplotlib), computed findings.
+"""Turn the metrics files into the study's report: load the runs, tabulate them, assemble the Markdown.
 
-Reads only what the stages wrote (dvclive directories, evaluate's JSON, the data's meta.json) and params;
-it never runs a model.
+Reads only what the stages wrote (dvclive directories, evaluate's JSON, the data's meta.json) and params; it never
+runs a model. What the numbers allow us to claim is decided in depthstudy.findings, the figures are drawn by
+depthstudy.figures.
 """
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from depthstudy.params import DataParams, FCParams, Params, ResNetParams, TrainParams  # noqa: E402
+from depthstudy.figures import LAYER_PANELS, plot_confusions, plot_curves, plot_layers
+from depthstudy.findings import ModelEvidence, findings
+from depthstudy.params import DataParams, FCParams, Params, ResNetParams, TrainParams
 
 HISTORY = ["train/loss", "val/loss", "train/acc", "val/acc", "val/precision", "val/recall"]
 SEED_COLUMNS = ["Train Loss", "Val Loss", "Train Accuracy", "Val Accuracy", "Precision", "Recall"]
@@ -29,7 +27,7 @@ class Run:
 
     name: str
     history: pd.DataFrame  # one row per epoch (1-based index), columns HISTORY
-    grads: pd.DataFrame  # plots/layers.tsv: step, epoch, layer, name, grad_norm, act_std, update_ratio
+    layers: pd.DataFrame  # plots/layers.tsv: step, epoch, layer, name, grad_norm, act_std, update_ratio
     info: dict  # run.json: params_count, device, torch_version, data_source, threads, epoch_seconds, images_per_s
 
 
@@ -44,9 +42,60 @@ def load_run(live_dir: Path) -> Run:
     return Run(
         name=live_dir.name,
         history=history,
-        grads=pd.read_csv(live_dir / "plots" / "layers.tsv", sep="\t"),
+        layers=pd.read_csv(live_dir / "plots" / "layers.tsv", sep="\t"),
         info=json.loads((live_dir / "run.json").read_text()),
     )
+
+
+# --- evidence -------------------------------------------------------------------------------------------------------
+
+
+def evidence(run: Run, test: dict, meta: dict) -> ModelEvidence:
+    """What depthstudy.findings decides from, for one model and one seed: the final validation accuracy (the curve's
+    last epoch), the test accuracy (evaluate's per_class.json), the split sizes (meta.json), and the first and last
+    weight layer's gradient norm and relative weight update in epoch 1 (layers.tsv)."""
+    epoch1 = run.layers[run.layers["epoch"] == 1].sort_values("layer")
+    ends = {}
+    if len(epoch1):
+        for column, key in (("grad_norm", "grad"), ("update_ratio", "update")):
+            ends[f"{key}_first"], ends[f"{key}_last"] = map(float, epoch1[column].iloc[[0, -1]])
+    return ModelEvidence(
+        name=run.name,
+        val_acc=(float(run.history["val/acc"].iloc[-1]),),
+        n_val=int(meta["counts"]["val"]),
+        test_acc=(float(test[run.name]["acc"]),),
+        n_test=int(meta["counts"]["test"]),
+        num_layers=int(run.layers["layer"].nunique()) or None,
+        **ends,
+    )
+
+
+def undrawn(runs: list[Run]) -> list[str]:
+    """The layer figure's points that a log axis cannot show (0, negative or not finite), one line per model and
+    panel: the figure leaves them out, so the text must say where they are."""
+    notes = []
+    for run in runs:
+        shown = run.layers[run.layers["epoch"].isin({1, run.layers["epoch"].max()})]
+        for column, (title, _) in LAYER_PANELS.items():
+            values = shown[column].to_numpy(dtype=float)
+            bad = shown[~(np.isfinite(values) & (values > 0))]
+            for epoch, rows in bad.groupby("epoch"):
+                zeros = int((rows[column] == 0).sum())
+                what = "exactly 0" if zeros == len(rows) else f"0 ({zeros}) or not finite ({len(rows) - zeros})"
+                notes.append(f"{run.name}, epoch {epoch}: {title.lower()} is {what} in {len(rows)} of "
+                             f"{run.layers['layer'].nunique()} layers (layers {_spans(rows['layer'])}); not drawn.")
+    return notes
+
+
+def _spans(layers: pd.Series) -> str:
+    """0, 1, 2, 5 → "0-2, 5"."""
+    spans: list[list[int]] = []
+    for layer in sorted(int(x) for x in layers):
+        if spans and layer == spans[-1][1] + 1:
+            spans[-1][1] = layer
+        else:
+            spans.append([layer, layer])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 # --- tables -----------------------------------------------------------------------------------------------------------
@@ -78,45 +127,6 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
-# --- findings ---------------------------------------------------------------------------------------------------------
-
-
-def grad_ratio(run: Run, epoch: int) -> tuple[float, float]:
-    """(first layer's, last layer's) mean weight-gradient norm in ``epoch``."""
-    g = run.grads[run.grads["epoch"] == epoch].sort_values("layer")["grad_norm"].to_numpy()
-    return float(g[0]), float(g[-1])
-
-
-def findings(runs: list[Run], test: dict, num_classes: int) -> list[str]:
-    """Sentences computed from the numbers, one per observation."""
-    chance = 1 / num_classes
-    lines = []
-    for run in runs:
-        final = run.history["val/acc"].iloc[-1]
-        best_epoch = run.history["val/acc"].idxmax()
-        verdict = "at chance" if final < 1.5 * chance else f"{final / chance:.1f}× chance"
-        lines.append(
-            f"{run.name} val accuracy {final:.2f} after {len(run.history)} epochs — {verdict} for {num_classes} "
-            f"classes ({chance:.2f}); best {run.history['val/acc'].max():.2f} at epoch {best_epoch}; "
-            f"test accuracy {test[run.name]['acc']:.2f}."
-        )
-    for run in runs:
-        first, last = grad_ratio(run, 1)
-        orders = math.log10(last / first) if first > 0 and last > 0 else math.inf
-        if orders >= 6:
-            state = f"{orders:.0f} orders of magnitude below its last layer's ({last:.1e}): the gradient vanishes"
-        elif orders >= 1:
-            state = f"{orders:.1f} orders of magnitude below its last layer's ({last:.1e}): the gradient shrinks"
-        else:
-            state = f"{first / last:.2g}× its last layer's ({last:.1e}): the gradient reaches the input"
-        n = run.grads["layer"].nunique()
-        lines.append(f"{run.name}, epoch 1: the first of {n} weight layers gets a mean gradient norm of {first:.1e}, "
-                     f"{state}.")
-    ranked = sorted(runs, key=lambda r: test[r.name]["acc"], reverse=True)
-    lines.append("Test accuracy ranks " + " > ".join(f"{r.name} ({test[r.name]['acc']:.3f})" for r in ranked) + ".")
-    return lines
-
-
 def caveats(params: Params, meta: dict) -> list[str]:
     """Where this run departs from the seed's settings (which are params.yaml's defaults)."""
     notes = []
@@ -127,6 +137,7 @@ def caveats(params: Params, meta: dict) -> list[str]:
         for key, value in asdict(getattr(params, group)).items():
             if key not in ("url", "md5", "source", "device", "threads") and value != getattr(seed, key):
                 notes.append(f"`{group}.{key}` is {value} (the seed used {getattr(seed, key)}).")
+    # FCParams' defaults are the seed's nets (no norm, no skips): an ablation (norm, residual, init) is named here.
     seed_models = {"fc20": FCParams(depth=20), "fc56": FCParams(depth=56), "resnet18": ResNetParams()}
     for name, spec in params.models.items():
         for key, value in asdict(spec).items():
@@ -135,60 +146,6 @@ def caveats(params: Params, meta: dict) -> list[str]:
                 notes.append(f"`models.{name}.{key}` is {value} (the seed used {seed_value}).")
     notes.append("The seed does not state its dropout probability; this study assumes 0.5 unless params say otherwise.")
     return notes
-
-
-# --- figures ----------------------------------------------------------------------------------------------------------
-
-
-def plot_curves(runs: list[Run], path: Path) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    for ax, metric in zip(axes.flat, ["train/loss", "val/loss", "train/acc", "val/acc"]):
-        for run in runs:
-            ax.plot(run.history.index, run.history[metric], marker="o", markersize=3, label=run.name)
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("epoch")
-    axes[0, 0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_grads(runs: list[Run], path: Path) -> None:
-    """Mean weight-gradient norm per layer (log scale), first epoch solid, last epoch dashed."""
-    fig, ax = plt.subplots(figsize=(11, 5))
-    for i, run in enumerate(runs):
-        colour = f"C{i}"
-        last = run.grads["epoch"].max()
-        for epoch, style in ((1, "-"), (last, "--")):
-            g = run.grads[run.grads["epoch"] == epoch].sort_values("layer")
-            ax.plot(g["layer"], g["grad_norm"], style, color=colour, marker=".", label=f"{run.name}, epoch {epoch}")
-    ax.set_yscale("log")
-    ax.set_xlabel("weight layer (0 = nearest the input)")
-    ax.set_ylabel("mean L2 norm of the weight gradient")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_confusions(test: dict, classes: list[str], path: Path) -> None:
-    """Row-normalised confusion matrices (rows = true class), one panel per model."""
-    fig, axes = plt.subplots(1, len(test), figsize=(4.6 * len(test), 4.4), squeeze=False)
-    for ax, (name, m) in zip(axes[0], test.items()):
-        cm = np.asarray(m["confusion"], dtype=float)
-        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"{name}: test acc {m['acc']:.2f}")
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --- the report -------------------------------------------------------------------------------------------------------
@@ -217,9 +174,12 @@ def write_report(
     out_dir: Path, runs: list[Run], test: dict, eval_seconds: dict[str, float], params: Params, meta: dict
 ) -> None:
     """Write report.md and its PNG figures into ``out_dir``."""
-    plot_curves(runs, out_dir / "learning_curves.png")
-    plot_grads(runs, out_dir / "grad_norms.png")
-    plot_confusions(test, meta["classes"], out_dir / "confusion.png")
+    plot_curves({r.name: r.history for r in runs}, out_dir / "learning_curves.png")
+    plot_layers({r.name: r.layers for r in runs}, out_dir / "layers.png")
+    confusions = {name: (m["confusion"], m["acc"]) for name, m in test.items()}
+    plot_confusions(confusions, meta["classes"], out_dir / "confusion.png")
+    evidences = [evidence(run, test, meta) for run in runs]
+    gaps = undrawn(runs) or ["none: every value is above 0."]
     text = f"""# Depth study: plain fully connected nets vs ResNet-18
 
 After a student's report on He et al. 2015, "Deep Residual Learning for Image Recognition". Made by the
@@ -227,7 +187,9 @@ After a student's report on He et al. 2015, "Deep Residual Learning for Image Re
 
 ## Findings
 
-{bullets(findings(runs, test, len(meta["classes"])))}
+Decided by tests at the splits' sizes (one seed per model here; `python -m depthstudy.aggregate` pools seeds):
+
+{bullets(findings(evidences, len(meta["classes"])))}
 
 ## Per-epoch metrics (validation split; precision and recall are macro averages)
 
@@ -241,12 +203,17 @@ After a student's report on He et al. 2015, "Deep Residual Learning for Image Re
 
 ![learning curves](learning_curves.png)
 
-## Gradient flow
+## Per-layer learning evidence
 
-Mean L2 norm of each weight layer's gradient over an epoch's steps, first epoch (solid) and last (dashed).
-A first layer many orders of magnitude below the last means the early layers barely learn.
+For each weight layer (0 = nearest the input), in epoch 1 (solid) and the last epoch (dashed): the mean L2 norm of
+its weight gradient and the mean std of its output over the sampled training steps, and its relative weight update
+‖W_end − W_start‖ / ‖W_start‖ over the epoch. The gradient is what backpropagation delivers to a layer; how far the
+layer's weights moved is the third panel: Adam divides each gradient by its running RMS, so a small gradient alone
+does not mean a layer stands still. Values a log axis cannot show (0 or not finite), left out of the figure:
 
-![gradient norms](grad_norms.png)
+{bullets(gaps)}
+
+![per-layer evidence](layers.png)
 
 ## Confusion matrices (test split, rows normalised)
 
