@@ -62,7 +62,7 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(pipeline):
 
     assert not (repo / CHECKPOINT).exists()  # a finished run leaves no resume state: a forced re-run starts over
     fresh_output = dvc(repo, "repro", "--force", "--single-item", STAGE)
-    assert "resuming" not in fresh_output
+    assert "epoch(s) done" not in fresh_output
     assert_same_metrics(resumed, logged_tables(repo / LIVE))
 
 
@@ -89,7 +89,7 @@ def test_resume_state_from_other_code_is_not_resumed(pipeline):
     finally:
         metrics_py.write_text(original)  # the later tests share this repo
     assert "it was made with different code (src/depthstudy/metrics.py); starting fresh" in output
-    assert "resuming" not in output
+    assert "epoch(s) done" not in output  # no "resuming from …: N epoch(s) done"
 
 
 def test_an_unreadable_resume_state_stops_the_stage_and_is_kept(pipeline):
