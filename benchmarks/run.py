@@ -1,9 +1,9 @@
-"""The performance benchmarks of depthstudy (issue 6): data path, training step, CPU threads, DVC pipeline, memory,
-GPU. Run from the project root with the project's environment:
+"""The performance benchmarks of depthstudy (issues 6 and 11): data path, training step, CPU threads, DVC pipeline,
+memory, GPU, the paper's augmentation and its training step. Run from the project root with the project's environment:
 
-    python benchmarks/run.py                  # parts 1, 2, 2b, 3 and 5: 3.5-5.5 min on 2 shared cores, more under load
-    python benchmarks/run.py --quick          # fewer images, steps and repeats: about 2 min, more under load
-    python benchmarks/run.py --only train     # some parts: data, train, threads, pipeline, memory, gpu (repeatable)
+    python benchmarks/run.py                  # parts 1, 2, 2b, 3, 5, 6, 7: 8-10 min on 2 shared cores, more under load
+    python benchmarks/run.py --quick          # fewer images, steps and repeats: about 5 min, more under load
+    python benchmarks/run.py --only train     # some parts: data, train, threads, pipeline, memory, gpu, augment, paper
     python benchmarks/run.py --memory         # also part 4: FC56 at width 4096, 1-2 minutes and ~15 GiB of RAM
     python benchmarks/run.py --only threads --contention   # part 2b beside a competing PyTorch process too
 
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import Check  # noqa: E402
 
-PARTS = ("data", "train", "threads", "pipeline", "memory", "gpu")
+PARTS = ("data", "train", "threads", "pipeline", "memory", "gpu", "augment", "paper")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +71,16 @@ def run_part(part: str, args: argparse.Namespace):
         from benchmarks import memory
 
         return memory.run()
+    if part == "augment":
+        from benchmarks import augment
+
+        return augment.run(batches=3 if quick else 5, repeats=repeats)
+    if part == "paper":
+        from benchmarks import paper_step
+
+        # >= 10 steps: train_epoch probes every 10th (PROBE_EVERY), so shorter runs overstate its cost
+        steps = {"resnet20": 10, "resnet56": 10} if quick else {"resnet20": 20, "resnet56": 10}
+        return paper_step.run(steps=steps, repeats=repeats)
     from benchmarks import gpu
 
     return gpu.run(quick)
@@ -89,6 +99,13 @@ def checks(results: dict) -> list[Check]:
         out.append(Check(f"{name}: train_epoch img/s ÷ bare loop img/s", r["ratio"], 0.95))
         out.append(Check(f"{name}: the same, estimated from the per-step parts", r["estimated_ratio"], 0.95))
         out.append(Check(f"{name}: fit epoch ÷ bare train+eval epoch, as a speed", r["fit_ratio"], 0.95))
+    for name, r in (results.get("paper") or {}).items():
+        out.append(Check(f"{name}, the paper's recipe: train_epoch img/s ÷ bare loop img/s", r["ratio"], 0.95))
+    if results.get("augment") and results.get("paper"):
+        from benchmarks.augment import PROJECT
+
+        share = results["augment"]["ms_per_batch"][PROJECT] / results["paper"]["resnet20"]["ms_per_step"]
+        out.append(Check("crop + flip of a batch of 128 ÷ a ResNet-20 step (bare)", share, 0.01, True))
     if results.get("pipeline"):
         out.append(Check("no-op `dvc repro` time ÷ `dvc status` time", results["pipeline"]["noop_ratio"], 1.5, True))
     if results.get("memory"):

@@ -48,14 +48,17 @@ def main(argv: list[str] | None = None) -> None:
     meta = load_meta(args.data_dir)
     train, val = (to_device(load_split(args.data_dir, name), device) for name in ("train", "val"))
     model, channels_last = place_model(build_model(model_params), device, params.train.compile)
-    optimizer = make_optimizer(model, params.train.lr, device)
-    generator = torch.Generator().manual_seed(params.train.seed)
+    t = params.train
+    optimizer = make_optimizer(model, t.lr, device, t.optimizer, t.momentum, t.weight_decay)
+    generator = torch.Generator().manual_seed(t.seed)
+    # The augmentation's own stream (seed + 1): turning it on leaves the shuffling and the default path unchanged.
+    augment = torch.Generator().manual_seed(t.seed + 1) if t.augment else None
     layer_names = [name for name, _ in weight_layers(model)]
     print(f"{args.model}: {count_parameters(model):,} parameters, {len(layer_names)} weight layers, on {device}")
 
     prov = resume.provenance(args.model, model_params, params.train, args.data_dir, Path(__file__), device, threads)
     state = resume.load(args.resume, prov, device) if args.resume else None
-    history = [Epoch(**h) for h in resume.restore(state, model, optimizer, generator)] if state else []
+    history = [Epoch(**h) for h in resume.restore(state, model, optimizer, generator, augment)] if state else []
     del state
 
     run_info = {"model": args.model, "params_count": count_parameters(model), "device": str(device),
@@ -70,14 +73,15 @@ def main(argv: list[str] | None = None) -> None:
             log.log_epoch(epoch, result)
             history.append(result)
             if args.resume:
-                resume.save(args.resume, prov, model, optimizer, generator, [dataclasses.asdict(h) for h in history])
+                resume.save(args.resume, prov, model, optimizer, generator, [dataclasses.asdict(h) for h in history],
+                            augment)
             shown = " ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
             print(f"{args.model} epoch {epoch}/{params.train.epochs}: {shown} ({result.seconds:.1f} s)", flush=True)
 
         normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
         try:
             fit(model, optimizer, generator, train, val, params.train, normalize, device, finish_epoch,
-                start_epoch=len(history) + 1, name=args.model)
+                start_epoch=len(history) + 1, name=args.model, augment=augment)
         except UserError as e:
             raise UserError(f"{args.model}: {e}") from None
 

@@ -61,8 +61,11 @@ def save(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     history: list[dict],
+    augment: torch.Generator | None = None,
 ) -> None:
-    """Write the state after ``len(history)`` finished epochs, atomically: a kill leaves the previous one intact."""
+    """Write the state after ``len(history)`` finished epochs, atomically: a kill leaves the previous one intact.
+
+    ``generator`` is the shuffling's, ``augment`` the augmentation's (None when training does not augment)."""
     state = {
         "provenance": prov,
         "epoch": len(history),
@@ -72,6 +75,7 @@ def save(
         "rng": {
             "torch": torch.get_rng_state(),
             "shuffle": generator.get_state(),
+            "augment": augment.get_state() if augment is not None else None,
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
     }
@@ -100,12 +104,20 @@ def load(path: Path, prov: dict, device: torch.device) -> dict | None:
     return state
 
 
-def restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> list:
+def restore(
+    state: dict,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    augment: torch.Generator | None = None,
+) -> list:
     """Load ``state`` into the live objects; returns the finished epochs' history."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"].cpu())
     generator.set_state(state["rng"]["shuffle"].cpu())
+    if augment is not None:  # the provenance matched, so train.augment did too: the state holds its generator
+        augment.set_state(state["rng"]["augment"].cpu())
     if state["rng"]["cuda"]:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
     return list(state["history"])
