@@ -16,11 +16,11 @@ from torch.linalg import vector_norm
 from benchmarks.common import header, interleave, median, pair_ratios, table
 from benchmarks.data_path import MEAN, STD, synthetic_split
 from benchmarks.train_step import BATCH, CPU, LR, fresh_run
-from depthstudy.data import Split
+from depthstudy.data import Normalize, Split, batches
 from depthstudy.instrument import LayerProbe, grad_norms, response_std
 from depthstudy.models import build_model, weight_layers
 from depthstudy.params import FCParams
-from depthstudy.train import Normalize, batches, make_optimizer
+from depthstudy.train import make_optimizer
 
 STEPS_PER_EPOCH = math.ceil(45_000 / BATCH)  # CIFAR-10's 50,000 training images minus data.val_fraction 0.1
 # Each adds to the one before, except the last: the LayerProbe alone, gradient norms sampled like the rest.

@@ -1,9 +1,11 @@
-"""The performance benchmarks of depthstudy (issues 6 and 10): data path, training step, per-layer instrumentation, CPU
-threads, DVC pipeline, memory, GPU. Run from the project root with the project's environment:
+"""The performance benchmarks of depthstudy (issues 6, 10 and 11): data path, training step, per-layer
+instrumentation, CPU threads, DVC pipeline, memory, GPU, the paper's augmentation and its training step. Run from the
+project root with the project's environment:
 
-    python benchmarks/run.py                  # parts 1, 2, 2b, 2c, 3 and 5: ~4.5-7 min on 2 shared cores
-    python benchmarks/run.py --quick          # fewer images, steps and repeats: ~2.5 min, more under load
-    python benchmarks/run.py --only train     # some parts: data, train, instrument, threads, pipeline, memory, gpu
+    python benchmarks/run.py                  # parts 1, 2, 2b, 2c, 3, 5, 6, 7: ~10-13 min on 2 shared cores
+    python benchmarks/run.py --quick          # fewer images, steps and repeats: ~5-6 min, more under load
+    python benchmarks/run.py --only train     # some parts: data, train, instrument, threads, pipeline, memory, gpu,
+                                              # augment, paper
     python benchmarks/run.py --memory         # also part 4: FC56 at width 4096, 1-2 minutes and ~15 GiB of RAM
     python benchmarks/run.py --only threads --contention   # part 2b beside a competing PyTorch process too
 
@@ -25,7 +27,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import Check  # noqa: E402
 
-PARTS = ("data", "train", "instrument", "threads", "pipeline", "memory", "gpu")
+PARTS = ("data", "train", "instrument", "threads", "pipeline", "memory", "gpu", "augment", "paper")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +78,16 @@ def run_part(part: str, args: argparse.Namespace):
         from benchmarks import memory
 
         return memory.run()
+    if part == "augment":
+        from benchmarks import augment
+
+        return augment.run(batches=3 if quick else 5, repeats=repeats)
+    if part == "paper":
+        from benchmarks import paper_step
+
+        # >= 10 steps: train_epoch probes every 10th (PROBE_EVERY), so shorter runs overstate its cost
+        steps = {"resnet20": 10, "resnet56": 10} if quick else {"resnet20": 20, "resnet56": 10}
+        return paper_step.run(steps=steps, repeats=repeats)
     from benchmarks import gpu
 
     return gpu.run(quick)
@@ -98,6 +110,13 @@ def checks(results: dict) -> list[Check]:
         # As train_epoch runs it: the LayerProbe, gradient norms and activation stds every k-th step, the update ratio
         # amortised over an epoch. Not the whole loops: they pay the update ratio once per few steps, not per epoch.
         out.append(Check(f"{name}: instrumentation ÷ bare step (parts timed alone)", r["overhead_sampled"], 0.05, True))
+    for name, r in (results.get("paper") or {}).items():
+        out.append(Check(f"{name}, the paper's recipe: train_epoch img/s ÷ bare loop img/s", r["ratio"], 0.95))
+    if results.get("augment") and results.get("paper"):
+        from benchmarks.augment import PROJECT
+
+        share = results["augment"]["ms_per_batch"][PROJECT] / results["paper"]["resnet20"]["ms_per_step"]
+        out.append(Check("crop + flip of a batch of 128 ÷ a ResNet-20 step (bare)", share, 0.01, True))
     if results.get("pipeline"):
         out.append(Check("no-op `dvc repro` time ÷ `dvc status` time", results["pipeline"]["noop_ratio"], 1.5, True))
     if results.get("memory"):

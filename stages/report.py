@@ -17,17 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 from depthstudy.errors import run_stage  # noqa: E402
 from depthstudy.files import atomic_dir  # noqa: E402
 from depthstudy.params import load_params  # noqa: E402
-from depthstudy.report import load_run, write_report  # noqa: E402
-
-
-def merge_meta(paths: list[Path]) -> dict:
-    """One description of the data from the split directories' meta.json files (counts of every split)."""
-    parts = [json.loads(p.read_text()) for p in paths]
-    meta = {**parts[0], "counts": {}, "class_counts": {}}
-    for part in parts:
-        meta["counts"].update(part["counts"])
-        meta["class_counts"].update(part["class_counts"])
-    return meta
+from depthstudy.report import load_run, merge_meta, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

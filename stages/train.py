@@ -79,9 +79,12 @@ def train(args: argparse.Namespace, params: Params, world: ddp.World, device: to
     if params.train.sync_batchnorm:
         model = ddp.sync_batchnorm(model, world, device)
     model, channels_last = place_model(model, device, params.train.compile)
-    optimizer = make_optimizer(model, params.train.lr, device)
-    generator = torch.Generator().manual_seed(params.train.seed)
-    ddp.seed_rank(params.train.seed, world)
+    t = params.train
+    optimizer = make_optimizer(model, t.lr, device, t.optimizer, t.momentum, t.weight_decay)
+    generator = torch.Generator().manual_seed(t.seed)
+    # The augmentation's own stream (seed + 1): turning it on leaves the shuffling and the default path unchanged.
+    augment = torch.Generator().manual_seed(t.seed + 1) if t.augment else None
+    ddp.seed_rank(t.seed, world)
     layer_names = [name for name, _ in weight_layers(model)]
     if world.is_main:
         print(f"{args.model}: {count_parameters(model):,} parameters, {len(layer_names)} weight layers, on {device}"
@@ -90,7 +93,8 @@ def train(args: argparse.Namespace, params: Params, world: ddp.World, device: to
     prov = resume.provenance(args.model, model_params, params.train, args.data_dir, Path(__file__), device, threads,
                              world.size)
     state = resume.load(args.resume, prov, device) if args.resume else None
-    history = [Epoch(**h) for h in resume.restore(state, model, optimizer, generator, world, device)] if state else []
+    history = resume.restore(state, model, optimizer, generator, world, device, augment) if state else []
+    history = [Epoch(**h) for h in history]
     del state
 
     run_info = {"model": args.model, "params_count": count_parameters(model), "device": str(device),
@@ -112,14 +116,14 @@ def train(args: argparse.Namespace, params: Params, world: ddp.World, device: to
             log.log_epoch(epoch, result)
             if args.resume:
                 resume.save(args.resume, prov, model, optimizer, generator, rng,
-                            [dataclasses.asdict(h) for h in history])
+                            [dataclasses.asdict(h) for h in history], augment)
             shown = " ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
             print(f"{args.model} epoch {epoch}/{params.train.epochs}: {shown} ({result.seconds:.1f} s)", flush=True)
 
         normalize = Normalize(meta["mean"], meta["std"], device, channels_last)
         try:
             fit(ddp.wrap(model, world, device), optimizer, generator, train_split, val, params.train, normalize,
-                device, finish_epoch, start_epoch=len(history) + 1, name=args.model, world=world)
+                device, finish_epoch, start_epoch=len(history) + 1, name=args.model, world=world, augment=augment)
         except UserError as e:
             raise UserError(f"{args.model}: {e}") from None
 

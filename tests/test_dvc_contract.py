@@ -6,6 +6,7 @@ it as they found it (params, results and outputs of the committed baseline).
 """
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, dvc, git, update_params
+from conftest import REPO, ROOT_PLOTS, dvc, git, update_params
 from depthstudy.provenance import import_closure
 
 TRAININGS = {"train_fc20", "train_fc56", "train_resnet18"}
+DVC_FILES = ("dvc.yaml", "paper/dvc.yaml")  # the root pipeline and the paper's (README, "The paper's experiment")
 
 
 def stages_run(output: str) -> set[str]:
@@ -27,22 +29,25 @@ def stages_run(output: str) -> set[str]:
 # --- deps: exactly the code each stage imports -----------------------------------------------------------------
 
 
-def code_deps_mismatch(root: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """{stage: (imported but not listed, listed but not imported)} for every stage of ``root``/dvc.yaml that runs
-    a script under stages/; empty when each stage's .py deps are exactly its script's import closure."""
+def code_deps_mismatch(root: Path, dvcfile: str = "dvc.yaml") -> dict[str, tuple[list[str], list[str]]]:
+    """{stage: (imported but not listed, listed but not imported)} for every stage of ``root``/``dvcfile`` that runs
+    a script under stages/; empty when each stage's .py deps are exactly its script's import closure. Paths are
+    relative to the dvc.yaml's folder, where DVC runs its stages (paper/dvc.yaml: ../stages/train.py)."""
+    wdir = (root / dvcfile).parent
     mismatch = {}
-    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
-        script = re.search(r"python (stages/\S+\.py)", stage["cmd"])
+    for name, stage in yaml.safe_load((root / dvcfile).read_text())["stages"].items():
+        script = re.search(r"python ((?:\.\./)*stages/\S+\.py)", stage["cmd"])
         assert script, f"{name}: cmd does not run a script under stages/"
-        closure = {str(p.relative_to(root)) for p in import_closure(root / script.group(1), root / "src")}
+        closure = {os.path.relpath(p, wdir) for p in import_closure(wdir / script.group(1), root / "src")}
         listed = {d for d in stage.get("deps", []) if d.endswith(".py")}
         if closure != listed:
             mismatch[name] = (sorted(closure - listed), sorted(listed - closure))
     return mismatch
 
 
-def test_every_stage_lists_exactly_the_code_it_imports():
-    assert code_deps_mismatch(REPO) == {}
+@pytest.mark.parametrize("dvcfile", DVC_FILES)
+def test_every_stage_lists_exactly_the_code_it_imports(dvcfile):
+    assert code_deps_mismatch(REPO, dvcfile) == {}
 
 
 def test_the_check_fails_when_dvc_yaml_lags_behind_the_code(tmp_path):
@@ -58,20 +63,24 @@ def test_the_check_fails_when_dvc_yaml_lags_behind_the_code(tmp_path):
     assert code_deps_mismatch(tmp_path) == {"s": (["src/depthstudy/b.py"], ["src/depthstudy/c.py"])}
 
 
-def test_training_never_reads_the_test_split_or_the_report_code():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name in TRAININGS:
+@pytest.mark.parametrize("dvcfile", DVC_FILES)
+def test_training_never_reads_the_test_split_or_the_report_code(dvcfile):
+    stages = yaml.safe_load((REPO / dvcfile).read_text())["stages"]
+    trainings = [name for name in stages if name.startswith("train_")]
+    assert len(trainings) >= 3
+    for name in trainings:
         deps, cmd = stages[name]["deps"], stages[name]["cmd"]
-        assert "data/prepared/test" not in deps and "data/prepared/test" not in cmd, name
-        assert "src/depthstudy/report.py" not in deps, name
-    assert "src/depthstudy/metrics.py" in stages["train_fc20"]["deps"]  # validation metrics are computed there
+        assert not any(d.endswith("data/prepared/test") for d in deps) and "data/prepared/test" not in cmd, name
+        assert not any(d.endswith("report.py") for d in deps), name
+        assert any(d.endswith("src/depthstudy/metrics.py") for d in deps)  # validation metrics are computed there
 
 
-def test_no_output_is_persistent_and_only_the_report_skips_the_cache():
+@pytest.mark.parametrize("dvcfile", DVC_FILES)
+def test_no_output_is_persistent_and_only_the_report_skips_the_cache(dvcfile):
     """What keeps DVC's run-cache on (DVC 3: stage/cache.py `_can_hash`, stage/__init__.py `no_cache_outs`) and
     usable in a fresh clone: restoring a run replaces its outputs, and DVC refuses to replace a file it cannot find
     in its cache, as a git-tracked (`cache: false`) output of another run is in a teammate's clone."""
-    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+    for name, stage in yaml.safe_load((REPO / dvcfile).read_text())["stages"].items():
         for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             path, flags = next(iter(out.items())) if isinstance(out, dict) else (out, {})
             assert not flags.get("persist"), (name, path)
@@ -87,13 +96,15 @@ def repo(pipeline):
     repo, _ = pipeline
     yield repo
     git(repo, "reset", "-q", "--hard")  # also the index: DVC's autostage stages dvc.lock
-    dvc(repo, "checkout", "--force")
+    # The root pipeline's outputs: without a target DVC would also fail on the paper pipeline's, never made here.
+    dvc(repo, "checkout", "--force", "dvc.yaml")
     assert stages_run(dvc(repo, "repro")) == set(), "the baseline is not up to date after the test"
 
 
 def changed_stages(repo: Path) -> set[str]:
-    """The stages `dvc status` reports as changed (without running anything)."""
-    status = json.loads(dvc(repo, "status", "--json"))
+    """The stages of the root pipeline `dvc status` reports as changed (without running anything). Without the target
+    it would list the paper pipeline's too (paper/dvc.yaml; it never ran here)."""
+    status = json.loads(dvc(repo, "status", "--json", "dvc.yaml"))
     return {name.split(":")[-1] for name in status}
 
 
@@ -172,15 +183,15 @@ def test_a_teammate_clones_pulls_and_nothing_reruns(repo, tmp_path):
     dvc(repo, "exp", "run", "-n", "shared-lr", "-S", "train.lr=0.002")
     dvc(repo, "exp", "push", "--run-cache", "origin", "shared-lr")  # its git ref and the outputs it made
     git(repo, "reset", "-q", "--hard")
-    dvc(repo, "checkout", "--force")
+    dvc(repo, "checkout", "--force", "dvc.yaml")
 
     subprocess.run(["git", "clone", "-q", "--branch", "main", str(origin), str(clone)], check=True)
     assert not (clone / "data" / "prepared").exists() and not (clone / "metrics/fc20/plots").exists()
-    dvc(clone, "pull", "--run-cache")
-    assert "Data and pipelines are up to date" in dvc(clone, "status")
+    dvc(clone, "pull", "--run-cache", "dvc.yaml")  # the root pipeline's results (the paper's were never made here)
+    assert "Data and pipelines are up to date" in dvc(clone, "status", "dvc.yaml")  # the paper's never ran here
     assert stages_run(dvc(clone, "repro")) == set()
     assert json.loads(dvc(clone, "metrics", "diff", "--json")) == {}  # the metrics are the pushed ones
-    shown = json.loads(dvc(clone, "plots", "show", "--json"))
+    shown = json.loads(dvc(clone, "plots", "show", "--json", ROOT_PLOTS))
     assert "errors" not in shown, shown.get("errors")
 
     update_params(clone, {"train.lr": 0.002})

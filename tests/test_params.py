@@ -157,7 +157,7 @@ def test_boundary_values_are_accepted(key, value, parsed):
 def test_model_without_arch_is_rejected():
     raw = params_dict()
     del raw["models"]["fc20"]["arch"]
-    with pytest.raises(UserError, match=r"models\.fc20\.arch must be one of fc, resnet18 \(got None\)"):
+    with pytest.raises(UserError, match=r"models\.fc20\.arch must be one of fc, resnet18, cifar_resnet \(got None\)"):
         parse_params(raw)
 
 

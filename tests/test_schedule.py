@@ -2,7 +2,7 @@
 
 import pytest
 
-from depthstudy.schedule import lr_at
+from depthstudy.schedule import lr_at, milestone_steps
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,12 @@ def test_other_milestones_and_gamma():
     assert lr_at(5, 100, 0.5, milestones=(0.05, 0.5), gamma=0.5) == 0.25
     assert lr_at(50, 100, 0.5, milestones=(0.05, 0.5), gamma=0.5) == 0.125
     assert lr_at(99, 100, 0.5, milestones=()) == 0.5
+
+
+def test_milestone_steps_are_where_lr_at_changes():
+    assert milestone_steps(64_064) == [32_032, 48_048]  # the paper's recipe here: 182 epochs × 352 steps
+    assert milestone_steps(10) == [5, 8]
+    assert milestone_steps(100, (0.55,)) == [55]
+    for total in (1, 2, 3, 7, 10, 64):
+        changes = [s for s in range(1, total) if lr_at(s, total, 1.0) != lr_at(s - 1, total, 1.0)]
+        assert changes == [s for s in milestone_steps(total) if 0 < s < total], total

@@ -5,7 +5,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from depthstudy.params import FCParams, ModelParams, ResNetParams
+from depthstudy.cifar_resnet import CifarResNet
+from depthstudy.params import CifarResNetParams, FCParams, ModelParams, ResNetParams
 
 IN_FEATURES = 3 * 32 * 32
 NUM_CLASSES = 10
@@ -91,7 +92,12 @@ def resnet18(p: ResNetParams) -> nn.Module:
     return model
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"fc": fc, "resnet18": resnet18}
+def cifar_resnet(p: CifarResNetParams) -> nn.Module:
+    """He et al. 2015's CIFAR-10 ResNet-``depth``, or its plain twin (``residual: false``), with equal parameters."""
+    return CifarResNet(p.depth, p.residual, NUM_CLASSES)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"fc": fc, "resnet18": resnet18, "cifar_resnet": cifar_resnet}
 
 
 def build_model(p: ModelParams) -> nn.Module:

@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 FC_INITS = ("default", "kaiming")
 FC_NORMS = ("none", "batchnorm", "layernorm")
 RESNET_STEMS = ("imagenet", "cifar")
+OPTIMIZERS = ("adam", "sgd")
 
 
 def _fail(key: str, allowed: str, value) -> typing.NoReturn:
@@ -61,6 +62,14 @@ class TrainParams:
     compile: bool = False  # torch.compile (CUDA graphs on CUDA): faster steps after a warm-up, changes the numbers
     nproc: int = 1  # processes per training (torchrun, DistributedDataParallel): each takes batch_size / nproc images
     sync_batchnorm: bool = False  # with nproc > 1 on CUDA: BatchNorm statistics over the global batch, not each shard
+    # The recipe's other knobs; the defaults are the seed's (Adam, constant lr, no augmentation), paper/params.yaml
+    # sets He et al. 2015's (SGD, momentum 0.9, weight decay 1e-4, lr ÷10 at 1/2 and 3/4 of the run, crop + flip).
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD's; Adam has none
+    weight_decay: float = 0.0  # L2 penalty added to every parameter's gradient, by either optimizer
+    lr_milestones: tuple[float, ...] = ()  # fractions of the run's updates at which the lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    augment: bool = False  # 4-px pad + random 32×32 crop + horizontal flip of every training batch
 
     def check(self, key: str) -> None:
         if self.epochs < 1:
@@ -78,6 +87,17 @@ class TrainParams:
             _fail(f"{key}.device", f"one of {', '.join(DEVICES)}", self.device)
         if self.threads < 0:
             _fail(f"{key}.threads", "0 (auto) or a positive integer", self.threads)
+        if self.optimizer not in OPTIMIZERS:
+            _fail(f"{key}.optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
+        if not 0 <= self.momentum < 1:
+            _fail(f"{key}.momentum", "in [0, 1)", self.momentum)
+        if not self.weight_decay >= 0:
+            _fail(f"{key}.weight_decay", "a number >= 0", self.weight_decay)
+        m = self.lr_milestones
+        if not all(0 < x < 1 for x in m) or any(a >= b for a, b in zip(m, m[1:])):
+            _fail(f"{key}.lr_milestones", "increasing fractions of the run in (0, 1), e.g. [0.5, 0.75], or []", list(m))
+        if not 0 < self.lr_gamma <= 1:
+            _fail(f"{key}.lr_gamma", "in (0, 1]", self.lr_gamma)
 
 
 @dataclass(frozen=True)
@@ -119,8 +139,22 @@ class ResNetParams:
             _fail(f"{key}.stem", f"one of {', '.join(RESNET_STEMS)}", self.stem)
 
 
-ModelParams = FCParams | ResNetParams
-ARCHS: dict[str, type] = {"fc": FCParams, "resnet18": ResNetParams}
+@dataclass(frozen=True)
+class CifarResNetParams:
+    """He et al. 2015's CIFAR-10 net (§4.2): ``depth`` = 6n+2 weight layers; ``residual: false`` is its plain twin."""
+
+    arch: str = "cifar_resnet"
+    depth: int = 20
+    residual: bool = True
+
+    def check(self, key: str) -> None:
+        # the rule of cifar_resnet.blocks_per_stage, restated: importing that module would load torch into every stage
+        if self.depth < 8 or (self.depth - 2) % 6:
+            _fail(f"{key}.depth", "6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...)", self.depth)
+
+
+ModelParams = FCParams | ResNetParams | CifarResNetParams
+ARCHS: dict[str, type] = {"fc": FCParams, "resnet18": ResNetParams, "cifar_resnet": CifarResNetParams}
 
 
 @dataclass(frozen=True)
@@ -136,7 +170,12 @@ class Params:
 
 
 def _check_type(key: str, value, hint):
-    """Return ``value`` if it matches the annotation ``hint`` (ints are accepted where floats are)."""
+    """Return ``value`` if it matches the annotation ``hint`` (ints are accepted where floats are; a YAML list where
+    a tuple of floats is, returned as a tuple)."""
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return tuple(float(v) for v in value)
+        _fail(key, "a list of numbers", value)
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for t in allowed:
         if t is type(None) and value is None:

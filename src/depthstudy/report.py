@@ -31,6 +31,16 @@ class Run:
     info: dict  # run.json: params_count, device, torch_version, data_source, threads, epoch_seconds, images_per_s
 
 
+def merge_meta(paths: list[Path]) -> dict:
+    """One description of the data from the split directories' meta.json files (counts of every split)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    meta = {**parts[0], "counts": {}, "class_counts": {}}
+    for part in parts:
+        meta["counts"].update(part["counts"])
+        meta["class_counts"].update(part["class_counts"])
+    return meta
+
+
 def load_run(live_dir: Path) -> Run:
     columns = {}
     for metric in HISTORY:

@@ -65,11 +65,12 @@ def save(
     generator: torch.Generator,
     rng: list[dict[str, torch.Tensor]],
     history: list[dict],
+    augment: torch.Generator | None = None,
 ) -> None:
     """Write the state after ``len(history)`` finished epochs, atomically: a kill leaves the previous one intact.
 
     ``rng``: every rank's random state, in rank order (distributed.rng_states); the shuffling ``generator`` is the
-    same on every rank.
+    same on every rank, and so is ``augment``, the augmentation's (None when training does not augment).
     """
     state = {
         "provenance": prov,
@@ -77,7 +78,7 @@ def save(
         "history": history,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": {"shuffle": generator.get_state(), "ranks": rng},
+        "rng": {"shuffle": generator.get_state(), "augment": augment.get_state() if augment else None, "ranks": rng},
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -111,11 +112,14 @@ def restore(
     generator: torch.Generator,
     world: World,
     device: torch.device,
+    augment: torch.Generator | None = None,
 ) -> list:
     """Load ``state`` into the live objects (this rank's random state among the saved ones); returns the finished
     epochs' history."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["rng"]["shuffle"].cpu())
+    if augment is not None:  # the provenance matched, so train.augment did too: the state holds its generator
+        augment.set_state(state["rng"]["augment"].cpu())
     restore_rng_state(state["rng"]["ranks"], world, device)
     return list(state["history"])
