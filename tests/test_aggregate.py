@@ -177,7 +177,7 @@ def wait_for(repo, names) -> dict[str, str]:
 def restore(repo) -> None:
     """The committed baseline: tracked files (and the index) and DVC's outputs, as tests/test_dvc_contract.py does."""
     git(repo, "reset", "-q", "--hard")
-    dvc(repo, "checkout", "--force")
+    dvc(repo, "checkout", "--force", "dvc.yaml")
 
 
 @pytest.mark.e2e

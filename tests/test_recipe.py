@@ -13,6 +13,7 @@ from depthstudy import train as train_lib
 from depthstudy.cifar_resnet import CifarResNet
 from depthstudy.data import Normalize, Split
 from depthstudy.errors import UserError
+from depthstudy.paper_report import PAPER_RECIPE
 from depthstudy.params import CifarResNetParams, TrainParams, load_params, parse_params
 from depthstudy.schedule import lr_at
 
@@ -25,8 +26,8 @@ def test_the_seed_keeps_its_recipe_and_paper_params_yaml_is_the_papers():
     seed = load_params(REPO / "params.yaml").train
     assert (seed.optimizer, seed.weight_decay, seed.lr_milestones, seed.augment) == ("adam", 0.0, (), False)
     paper = load_params(REPO / "paper" / "params.yaml")
-    assert paper.train == TrainParams(epochs=182, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
-                                      weight_decay=1e-4, lr_milestones=(0.5, 0.75), lr_gamma=0.1, augment=True)
+    assert paper.train == PAPER_RECIPE  # what the report compares a run against
+    assert PAPER_RECIPE.epochs * -(-45_000 // PAPER_RECIPE.batch_size) == 64_064  # ≈ the paper's 64k iterations
     assert paper.models == {f"{'resnet' if residual else 'plain'}{depth}": CifarResNetParams(depth=depth,
                                                                                            residual=residual)
                             for residual in (False, True) for depth in (20, 56)}
