@@ -8,7 +8,6 @@ Run: python stages/report.py plots/report metrics/fc20 metrics/fc56 metrics/resn
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 from depthstudy.errors import run_stage  # noqa: E402
 from depthstudy.files import atomic_dir  # noqa: E402
 from depthstudy.params import load_params  # noqa: E402
-from depthstudy.report import load_run, merge_meta, write_report  # noqa: E402
+from depthstudy.report import load_results, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,11 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("eval_dir", type=Path, help="evaluate's output directory")
     parser.add_argument("--meta", type=Path, nargs="+", required=True, help="the prepared splits' meta.json files")
     args = parser.parse_args(argv)
-    runs = [load_run(d) for d in args.live_dirs]
-    test = json.loads((args.eval_dir / "per_class.json").read_text())
-    eval_seconds = json.loads((args.eval_dir / "run.json").read_text())["seconds"]
+    runs, test, eval_seconds, meta = load_results(args.live_dirs, args.eval_dir, args.meta)
     with atomic_dir(args.out_dir) as tmp:
-        write_report(tmp, runs, test, eval_seconds, load_params(), merge_meta(args.meta))
+        write_report(tmp, runs, test, eval_seconds, load_params(), meta)
     print(f"report: {args.out_dir / 'report.md'}")
 
 

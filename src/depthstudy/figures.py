@@ -121,3 +121,25 @@ def plot_aggregate(seeds: pd.DataFrame, path: Path, chance: float | None = None)
     axes[0].invert_yaxis()  # the first configuration (the reference) on top, as in the table
     axes[1].legend(fontsize=8, loc="best")
     _save(fig, path)
+
+
+def plot_errors(nets: list[tuple[str, int, bool, pd.DataFrame]], path: Path, lr_drops: list[float] = ()) -> None:
+    """He et al. 2015's Fig. 6: training and validation error per epoch, one colour per depth, dashed for plain nets;
+    dotted grey lines where the learning rate drops. ``nets``: (label, depth, residual, history) per model."""
+    colour = {depth: f"C{i}" for i, depth in enumerate(sorted({depth for _, depth, _, _ in nets}))}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for ax, metric, title in ((axes[0], "train/acc", "training error (running, augmented batches)"),
+                              (axes[1], "val/acc", "validation error")):
+        for name, depth, residual, history in nets:
+            ax.plot(history.index, 100 * (1 - history[metric]), "-" if residual else "--", color=colour[depth],
+                    label=name)
+        for epoch in lr_drops:  # + 0.5: an epoch's point (x = k) stands for its middle update, (k - 0.5) × steps
+            ax.axvline(epoch + 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("error (%)")
+    axes[1].legend()
+    _save(fig, path)
+

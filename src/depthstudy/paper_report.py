@@ -11,18 +11,14 @@ report.py's Markdown helpers. It never runs a model.
 from dataclasses import fields
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from depthstudy.errors import UserError  # noqa: E402
-from depthstudy.findings import ALPHA, format_p, sampling_p_value  # noqa: E402
-from depthstudy.params import CifarResNetParams, Params, TrainParams  # noqa: E402
-from depthstudy.report import Run, bullets, markdown, run_info  # noqa: E402
-from depthstudy.schedule import milestone_steps  # noqa: E402
+from depthstudy.errors import UserError
+from depthstudy.figures import plot_errors
+from depthstudy.findings import ALPHA, format_p, sampling_p_value
+from depthstudy.params import CifarResNetParams, Params, TrainParams
+from depthstudy.report import Run, bullets, markdown, run_info
+from depthstudy.schedule import milestone_steps
 
 # Test error (%) of He et al. 2015, Table 6 (CIFAR-10, 45k/5k split, 64k iterations), by (net, depth); for 110 layers
 # the best of 5 runs (their mean: 6.61 ± 0.16). The plain nets appear only in Fig. 6, as curves, not numbers.
@@ -69,32 +65,6 @@ def lr_drop_epochs(params: Params, n_train: int) -> list[float]:
     t = params.train
     steps = -(-n_train // t.batch_size)
     return [s / steps for s in milestone_steps(steps * t.epochs, t.lr_milestones)]
-
-
-def plot_errors(runs: list[Run], params: Params, path: Path, lr_drops: list[float] = ()) -> None:
-    """Fig. 6's curves: training and validation error per epoch, one colour per depth, dashed for plain nets; dotted
-    grey lines where the learning rate drops."""
-    depths = sorted({params.models[r.name].depth for r in runs})
-    colour = {depth: f"C{i}" for i, depth in enumerate(depths)}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    for ax, metric, title in ((axes[0], "train/acc", "training error (running, augmented batches)"),
-                              (axes[1], "val/acc", "validation error")):
-        for run in runs:
-            spec = params.models[run.name]
-            style = "-" if spec.residual else "--"
-            ax.plot(run.history.index, 100 * (1 - run.history[metric]), style, color=colour[spec.depth],
-                    label=label(spec))
-        for epoch in lr_drops:  # + 0.5: an epoch's point (x = k) stands for its middle update, (k - 0.5) × steps
-            ax.axvline(epoch + 0.5, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("error (%)")
-    axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def compare(a: Run, b: Run, test: dict, n_test: int, params: Params) -> str:
@@ -160,7 +130,9 @@ def write_paper_report(
     others = [r.name for r in runs if not isinstance(params.models[r.name], CifarResNetParams)]
     if others:
         raise UserError(f"the paper report compares He et al.'s CIFAR nets (arch cifar_resnet) only, not {others}")
-    plot_errors(runs, params, out_dir / "fig6_errors.png", lr_drop_epochs(params, meta["counts"]["train"]))
+    nets = [(label(params.models[r.name]), params.models[r.name].depth, params.models[r.name].residual, r.history)
+            for r in runs]
+    plot_errors(nets, out_dir / "fig6_errors.png", lr_drop_epochs(params, meta["counts"]["train"]))
     text = f"""# He et al. 2015, §4.2: plain vs residual nets of depth 20 and 56
 
 Made by the paper pipeline's `report` stage (`paper/dvc.yaml`) from the metrics files; every number is read from

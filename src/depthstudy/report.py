@@ -41,6 +41,13 @@ def merge_meta(paths: list[Path]) -> dict:
     return meta
 
 
+def load_results(live_dirs: list[Path], eval_dir: Path, meta_files: list[Path]) -> tuple[list[Run], dict, dict, dict]:
+    """What a report stage reads → (runs, evaluate's per-model test figures, its seconds per model, the data's meta)."""
+    test = json.loads((eval_dir / "per_class.json").read_text())
+    eval_seconds = json.loads((eval_dir / "run.json").read_text())["seconds"]
+    return [load_run(d) for d in live_dirs], test, eval_seconds, merge_meta(meta_files)
+
+
 def load_run(live_dir: Path) -> Run:
     columns = {}
     for metric in HISTORY:
