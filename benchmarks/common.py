@@ -1,5 +1,6 @@
 """Shared helpers: interleaved repeats, medians and paired ratios, PASS/FAIL checks, the machine's description."""
 
+import math
 import os
 import platform
 import statistics
@@ -12,8 +13,16 @@ from pathlib import Path
 
 import torch
 
+from depthstudy.data import Split
+from depthstudy.models import build_model
+from depthstudy.params import ModelParams
+from depthstudy.train import make_optimizer
+
 ROOT = Path(__file__).resolve().parents[1]  # the project's root
 DVC = str(Path(sys.executable).parent / "dvc")  # the dvc of the environment running the benchmarks
+BATCH, LR = 32, 1e-3  # the seed's batch size and Adam learning rate: parts 2 and 2c
+STEPS_PER_EPOCH = math.ceil(45_000 / BATCH)  # CIFAR-10's 50,000 training images minus data.val_fraction 0.1
+CPU = torch.device("cpu")
 
 
 def child_command(module: str, call: str) -> list[str]:
@@ -34,6 +43,18 @@ def interleave(variants: dict[str, Callable[[], float]], repeats: int) -> dict[s
         for name in order if r % 2 == 0 else order[::-1]:
             seconds[name].append(variants[name]())
     return seconds
+
+
+def fresh_run(spec: ModelParams, epoch, warm: Split, train: Split) -> float:
+    """Build the model (seed 0) and its fused Adam, run ``epoch(model, optimizer, warm)`` once (Adam allocates its
+    state on the first step), then time ``epoch(model, optimizer, train)`` → seconds. All variants start alike."""
+    torch.manual_seed(0)
+    model = build_model(spec)
+    optimizer = make_optimizer(model, LR, CPU)
+    epoch(model, optimizer, warm)
+    start = time.perf_counter()
+    epoch(model, optimizer, train)
+    return time.perf_counter() - start
 
 
 def median(values: list[float]) -> float:

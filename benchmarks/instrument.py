@@ -6,23 +6,20 @@ per-epoch update ratio spread over a real epoch (45,000 CIFAR-10 training images
 """
 
 import functools
-import math
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.linalg import vector_norm
 
-from benchmarks.common import header, interleave, median, pair_ratios, table
+from benchmarks.common import BATCH, CPU, LR, STEPS_PER_EPOCH, fresh_run, header, interleave, median, pair_ratios, table
 from benchmarks.data_path import MEAN, STD, synthetic_split
-from benchmarks.train_step import BATCH, CPU, LR, fresh_run
 from depthstudy.data import Normalize, Split, batches
 from depthstudy.instrument import LayerProbe, grad_norms, response_std
 from depthstudy.models import build_model, weight_layers
 from depthstudy.params import FCParams
 from depthstudy.train import make_optimizer
 
-STEPS_PER_EPOCH = math.ceil(45_000 / BATCH)  # CIFAR-10's 50,000 training images minus data.val_fraction 0.1
 # Each adds to the one before, except the last: the LayerProbe alone, gradient norms sampled like the rest.
 VARIANTS = ("bare", "+grad norms", "+act std", "+update ratio", "probe, all every k")
 
@@ -104,6 +101,12 @@ def part_costs(spec: FCParams, every: int, normalize: Normalize, rounds: int = 1
     return {"idle hooks": 1e3 * len(layers) * idle_hook_seconds()} | {k: 1e3 * median(v) for k, v in costs.items()}
 
 
+def sampled_ms(costs: dict[str, float], every: int) -> float:
+    """Milliseconds per step of the LayerProbe as train_epoch runs it, from part_costs(): gradient norms and act std
+    on every ``every``-th step, the hooks' call on every step, the update ratio once per epoch."""
+    return costs["grad norms (foreach)"] / every + costs["act std"] + costs["idle hooks"] + costs["update ratio"]
+
+
 def idle_hook_seconds(calls: int = 2000, repeats: int = 7) -> float:
     """Seconds a LayerProbe hook adds to one layer's call on an unsampled step (no kernel, only Python): timed on a
     1×1 Linear, where it is not lost in the noise of a matmul; fastest of ``repeats`` runs of ``calls`` calls."""
@@ -137,9 +140,9 @@ def run(width: int, steps: dict[str, int], repeats: int, every: int = 10) -> dic
              "all, grads every step", "all, every k"]]
     for name, spec in specs.items():
         c = results[name]["costs"] = part_costs(spec, every, normalize)
-        probe = c["act std"] + c["idle hooks"] + c["update ratio"]
-        every_step = results[name]["overhead"] = (c["grad norms (foreach)"] + probe) / c["bare step"]
-        sampled = results[name]["overhead_sampled"] = (c["grad norms (foreach)"] / every + probe) / c["bare step"]
+        every_step = results[name]["overhead"] = (sampled_ms(c, every) + c["grad norms (foreach)"] * (1 - 1 / every)) \
+            / c["bare step"]
+        sampled = results[name]["overhead_sampled"] = sampled_ms(c, every) / c["bare step"]
         rows.append([name, f"{c['bare step']:.1f}", *(f"{c[k]:.3f} ({c[k] / c['bare step']:.2%})" for k in
                      ("grad norms (list)", "grad norms (foreach)", "act std", "idle hooks", "update ratio")),
                      f"{every_step:.2%}", f"{sampled:.2%}"])

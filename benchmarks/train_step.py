@@ -1,8 +1,10 @@
 """Part 2, the training step: the project's train_epoch / fit vs a bare PyTorch loop on the same model and data.
 
 The bare loop reads the same batches through the same batches() + Normalize, so the ratio isolates what the
-project adds per step: the per-layer gradient norms, the loss/accuracy/non-finite sums, and (for fit) the
-validation pass with scikit-learn's precision/recall.
+project adds: the per-layer evidence (depthstudy.instrument.LayerProbe), the loss/accuracy/non-finite sums, the
+progress bar, and (for fit) the validation pass with scikit-learn's precision/recall. Some of it is paid once per
+epoch (the probe's weight snapshot), so each variant runs at two lengths and the ratio of a CIFAR-10 epoch is
+extrapolated from both.
 """
 
 import functools
@@ -11,15 +13,27 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import header, interleave, median, pair_ratios, paired_ratio, rate, spread, table
+from benchmarks import instrument
+from benchmarks.common import (
+    BATCH,
+    CPU,
+    LR,
+    STEPS_PER_EPOCH,
+    fresh_run,
+    header,
+    interleave,
+    median,
+    pair_ratios,
+    paired_ratio,
+    rate,
+    spread,
+    table,
+)
 from benchmarks.data_path import MEAN, STD, synthetic_split
 from depthstudy.data import Normalize, Split, batches
-from depthstudy.models import build_model, weight_layers
+from depthstudy.models import build_model
 from depthstudy.params import FCParams, ModelParams, ResNetParams, TrainParams
-from depthstudy.train import fit, make_optimizer, train_epoch
-
-BATCH, LR = 32, 1e-3
-CPU = torch.device("cpu")
+from depthstudy.train import PROBE_EVERY, fit, make_optimizer, train_epoch
 
 
 def models(width: int) -> dict[str, ModelParams]:
@@ -50,7 +64,7 @@ def bare_eval(model, split: Split, normalize: Normalize) -> None:
 
 
 def project_train(model, optimizer, split: Split, normalize: Normalize) -> None:
-    """train_epoch exactly as fit calls it (grad norms, loss/acc sums, non-finite check)."""
+    """train_epoch exactly as fit calls it (LayerProbe, loss/acc sums, non-finite check)."""
     train_epoch(model, optimizer, split, BATCH, torch.Generator().manual_seed(0), normalize, CPU)
 
 
@@ -60,57 +74,60 @@ def project_fit(model, optimizer, train: Split, val: Split, normalize: Normalize
     fit(model, optimizer, torch.Generator().manual_seed(0), train, val, params, normalize, CPU, lambda *a: None)
 
 
-def fresh_run(spec: ModelParams, epoch, warm: Split, train: Split) -> float:
-    """Build the model (seed 0) and its fused Adam, run ``epoch(model, optimizer, warm)`` once (Adam allocates its
-    state on the first step), then time ``epoch(model, optimizer, train)`` → seconds. All variants start alike."""
-    torch.manual_seed(0)
-    model = build_model(spec)
-    optimizer = make_optimizer(model, LR, CPU)
-    epoch(model, optimizer, warm)
-    start = time.perf_counter()
-    epoch(model, optimizer, train)
-    return time.perf_counter() - start
-
-
 def compare(spec: ModelParams, steps: int, repeats: int, normalize: Normalize) -> dict:
-    """Interleave the four variants on one model → median img/s and paired ratios (bare time ÷ project time)."""
-    train, warm = synthetic_split(steps * BATCH, seed=1), synthetic_split(BATCH, seed=2)
-    val = synthetic_split(max(BATCH, steps * BATCH // 9), seed=3)  # a 90/10 split, as data.val_fraction
-    epochs = {
-        "bare": lambda m, o, s: bare_train(m, o, s, normalize),
-        "train_epoch": lambda m, o, s: project_train(m, o, s, normalize),
-        "bare+eval": lambda m, o, s: (bare_train(m, o, s, normalize), bare_eval(m, val, normalize)),
-        "fit": lambda m, o, s: project_fit(m, o, s, val, normalize),
+    """Interleave the four variants on one model, each as a loop of ``steps`` steps and of 1 step → median img/s and
+    paired ratios (bare time ÷ project time), of the loops as run and of a CIFAR-10 epoch extrapolated from both."""
+    loops = {n: (synthetic_split(n * BATCH, seed=1), synthetic_split(max(BATCH, n * BATCH // 9), seed=3))
+             for n in (steps, 1)}  # train and val splits, 90/10 as data.val_fraction
+    warm = synthetic_split(BATCH, seed=2)
+    variants = {
+        "bare": lambda val: lambda m, o, s: bare_train(m, o, s, normalize),
+        "train_epoch": lambda val: lambda m, o, s: project_train(m, o, s, normalize),
+        "bare+eval": lambda val: lambda m, o, s: (bare_train(m, o, s, normalize), bare_eval(m, val, normalize)),
+        "fit": lambda val: lambda m, o, s: project_fit(m, o, s, val, normalize),
     }
-    seconds = interleave({k: functools.partial(fresh_run, spec, fn, warm, train) for k, fn in epochs.items()}, repeats)
-    n = len(train.labels)
-    return {
-        "bare": rate(n, seconds["bare"]),
-        "train_epoch": rate(n, seconds["train_epoch"]),
-        "ratio": paired_ratio(seconds["bare"], seconds["train_epoch"]),
-        "ratio_spread": spread(pair_ratios(seconds["bare"], seconds["train_epoch"])),
-        "bare_eval_s": median(seconds["bare+eval"]),
-        "fit_s": median(seconds["fit"]),
-        "fit_ratio": paired_ratio(seconds["bare+eval"], seconds["fit"]),
-        "fit_ratio_spread": spread(pair_ratios(seconds["bare+eval"], seconds["fit"])),
-        "fit_extra_ms": 1e3 * median([f - b for f, b in zip(seconds["fit"], seconds["bare+eval"])]),
-    }
+    seconds = interleave({f"{k}/{n}": functools.partial(fresh_run, spec, make(val), warm, train)
+                          for k, make in variants.items() for n, (train, val) in loops.items()}, repeats)
+    epoch = {k: epoch_seconds(seconds[f"{k}/{steps}"], seconds[f"{k}/1"], steps) for k in variants}
+    out = {"bare": rate(steps * BATCH, seconds[f"bare/{steps}"]),
+           "train_epoch": rate(steps * BATCH, seconds[f"train_epoch/{steps}"])}
+    for name, (bare, project) in {"": ("bare", "train_epoch"), "fit_": ("bare+eval", "fit")}.items():
+        loop = pair_ratios(seconds[f"{bare}/{steps}"], seconds[f"{project}/{steps}"])
+        out |= {f"{name}loop_ratio": median(loop), f"{name}loop_spread": spread(loop),
+                f"{name}ratio": paired_ratio(epoch[bare], epoch[project]),
+                f"{name}spread": spread(pair_ratios(epoch[bare], epoch[project]))}
+    fixed = [per_epoch(f, f1, steps) - per_epoch(b, b1, steps) for f, f1, b, b1 in
+             zip(seconds[f"fit/{steps}"], seconds["fit/1"], seconds[f"bare+eval/{steps}"], seconds["bare+eval/1"])]
+    return out | {"fit_per_epoch_ms": 1e3 * median(fixed)}
+
+
+def per_epoch(long: float, short: float, steps: int) -> float:
+    """Seconds a loop spends once per epoch, whatever its length: a 0-step loop's, extrapolated from loops of
+    ``steps`` steps and of 1 step (for the project: the LayerProbe's weight snapshot and update ratio, say)."""
+    return short - (long - short) / (steps - 1)
+
+
+def epoch_seconds(long: list[float], short: list[float], steps: int) -> list[float]:
+    """Per round, the seconds of a STEPS_PER_EPOCH-step epoch: the per-epoch work once, the per-step cost measured
+    between the two loop lengths for every step. Short loops weigh the per-epoch work up to 1,407× a real epoch."""
+    return [per_epoch(lo, sh, steps) + STEPS_PER_EPOCH * (lo - sh) / (steps - 1) for lo, sh in zip(long, short)]
 
 
 def step_costs(spec: ModelParams, normalize: Normalize, rounds: int = 15) -> dict[str, float]:
     """Median milliseconds of a bare step and of what train_epoch adds to it, each timed alone right after a
     backward pass, as in train_epoch (short timings: far less exposed to other processes than whole epochs).
 
-    The additions are train_epoch's lines, copied: the per-layer grad norms, and the loss/non-finite/accuracy sums.
+    "metric sums" are train_epoch's loss/non-finite/accuracy lines, copied; "probe" is the LayerProbe as train_epoch
+    runs it (every PROBE_EVERY-th step, its update ratio spread over a CIFAR-10 epoch), from part 2c's timings.
     """
     torch.manual_seed(0)
     model = build_model(spec).train()
     optimizer = make_optimizer(model, LR, CPU)
     images, labels = next(batches(synthetic_split(BATCH), BATCH))
     x, y = normalize(images), labels
-    layers = [m for _, m in weight_layers(model)]
-    grad_sum, loss_sum = torch.zeros(len(layers), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
-    correct, bad_step = torch.zeros((), dtype=torch.int64), torch.full((), -1, dtype=torch.int64)
+    total, steps = STEPS_PER_EPOCH, 0
+    loss_sum, correct = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
+    bad_step = torch.full((), total, dtype=torch.int64)
 
     def step():
         logits = model(x)
@@ -119,51 +136,52 @@ def step_costs(spec: ModelParams, normalize: Normalize, rounds: int = 15) -> dic
         loss.backward()
         return logits, loss
 
-    def norms():
-        grad_sum.add_(torch.stack([torch.linalg.vector_norm(m.weight.grad) for m in layers]).double())
-
     def sums():
         nonlocal bad_step
-        loss_sum.add_(loss.detach().double() * len(y))
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), 0, bad_step)
+        batch_loss_sum = loss.detach() * len(y)
+        loss_sum.add_(batch_loss_sum.double())
+        bad_step = torch.where((bad_step == total) & ~torch.isfinite(batch_loss_sum), steps, bad_step)
         correct.add_((logits.argmax(dim=1) == y).sum())
 
-    costs: dict[str, list[float]] = {"bare step": [], "grad norms": [], "metric sums": []}
+    costs: dict[str, list[float]] = {"bare step": [], "metric sums": []}
     for _ in range(rounds):
         start = time.perf_counter()
         logits, loss = step()
         optimizer.step()
         costs["bare step"].append(time.perf_counter() - start)
         logits, loss = step()
-        for name, fn in (("grad norms", norms), ("metric sums", sums)):
-            start = time.perf_counter()
-            fn()
-            costs[name].append(time.perf_counter() - start)
-    return {name: 1e3 * median(v) for name, v in costs.items()}
+        start = time.perf_counter()
+        sums()
+        costs["metric sums"].append(time.perf_counter() - start)
+    parts = instrument.part_costs(spec, PROBE_EVERY, normalize, rounds)
+    return {name: 1e3 * median(v) for name, v in costs.items()} | {"probe": instrument.sampled_ms(parts, PROBE_EVERY)}
 
 
 def run(width: int, steps: dict[str, int], repeats: int) -> dict:
-    """Compare every model → model name → compare()'s figures; prints one row per model."""
+    """Compare every model → model name → compare()'s figures and step_costs(); prints the tables."""
     threads = torch.get_num_threads()
     header(f"2. Training step: batch {BATCH}, fused Adam, FC width {width}, {threads} threads, {repeats} rounds")
     normalize = Normalize(MEAN, STD, CPU)
-    rows = [["model", "steps", "bare img/s", "train_epoch img/s", "speed ratio (range)",
-             "bare+eval s", "fit s", "speed ratio (range)", "fit extra ms"]]
+    rows = [["model", "steps", "bare img/s", "train_epoch img/s", "loop ratio (range)", "epoch ratio (range)",
+             "fit: loop ratio (range)", "epoch ratio (range)", "fit per-epoch ms"]]
     results = {}
     for name, spec in models(width).items():
         r = results[name] = compare(spec, steps[name], repeats, normalize)
         rows.append([name, steps[name], f"{r['bare']:.1f}", f"{r['train_epoch']:.1f}",
-                     f"{r['ratio']:.3f} ({r['ratio_spread']})", f"{r['bare_eval_s']:.2f}", f"{r['fit_s']:.2f}",
-                     f"{r['fit_ratio']:.3f} ({r['fit_ratio_spread']})", f"{r['fit_extra_ms']:.0f}"])
+                     *(f"{r[k + 'ratio']:.3f} ({r[k + 'spread']})" for k in ("loop_", "", "fit_loop_", "fit_")),
+                     f"{r['fit_per_epoch_ms']:.0f}"])
     table(rows)
-    print("speed ratio = bare seconds ÷ project seconds, median of the rounds' pairs (1 = no overhead);")
-    print("fit extra ms = median of (fit − bare train+eval) per epoch: train_epoch's additions + validation's")
+    print("ratio = bare seconds ÷ project seconds (a speed; 1 = no overhead), median of the rounds' pairs: of the "
+          f"loops as run, and of a {STEPS_PER_EPOCH}-step")
+    print("CIFAR-10 epoch extrapolated from loops of that many steps and of 1 step; fit per-epoch ms = what fit spends")
+    print("once per epoch beyond the bare train+eval loop (the LayerProbe's weight snapshot and update ratio, the")
+    print("validation metrics), extrapolated the same way")
     print("\nWhat train_epoch adds per step, each part timed alone (median ms; % of a bare step):")
-    rows = [["model", "bare step", "grad norms", "metric sums", "estimated speed ratio"]]
+    rows = [["model", "bare step", "probe", "metric sums", "estimated speed ratio"]]
     for name, spec in models(width).items():
         c = results[name]["costs"] = step_costs(spec, normalize)
         estimate = results[name]["estimated_ratio"] = c["bare step"] / sum(c.values())
         rows.append([name, f"{c['bare step']:.1f}", *(f"{c[k]:.2f} ({c[k] / c['bare step']:.1%})"
-                     for k in ("grad norms", "metric sums")), f"{estimate:.3f}"])
+                     for k in ("probe", "metric sums")), f"{estimate:.3f}"])
     table(rows)
     return results
