@@ -163,7 +163,8 @@ def run_stage(workdir, out: str):
     return logged_tables(d / "live"), torch.load(d / "model.pt", weights_only=True)["model"]
 
 
-def kill_after_epoch(monkeypatch, epoch: int) -> None:
+def run_killed_after_epoch(workdir, monkeypatch, name: str, epoch: int = 1) -> None:
+    """Run the stage as ``name`` and kill it right after it saved its resume state for ``epoch``."""
     save = resume.save
 
     def save_then_die(*args, **kwargs):
@@ -171,16 +172,16 @@ def kill_after_epoch(monkeypatch, epoch: int) -> None:
         if len(args[6]) == epoch:  # history: the finished epochs
             raise Killed
 
-    monkeypatch.setattr(resume, "save", save_then_die)
+    with monkeypatch.context() as m:
+        m.setattr(resume, "save", save_then_die)
+        with pytest.raises(Killed):
+            run_stage(workdir, name)
 
 
 def test_a_run_killed_and_resumed_with_augmentation_equals_an_unbroken_one(workdir, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     unbroken, unbroken_weights = run_stage(workdir, "unbroken")
-    with monkeypatch.context() as m:
-        kill_after_epoch(m, 1)
-        with pytest.raises(Killed):
-            run_stage(workdir, "resumed")
+    run_killed_after_epoch(workdir, monkeypatch, "resumed")
     capsys.readouterr()
     resumed, resumed_weights = run_stage(workdir, "resumed")
     assert re.search(r"resuming from \S+state\.pt: 1 epoch\(s\) done", capsys.readouterr().out)
@@ -192,10 +193,7 @@ def test_the_augmentation_stream_is_part_of_the_resume_state(workdir, monkeypatc
     """The check above has teeth: resuming everything but the augmentation's generator changes the numbers."""
     monkeypatch.chdir(workdir)
     unbroken, _ = run_stage(workdir, "unbroken-2")
-    with monkeypatch.context() as m:
-        kill_after_epoch(m, 1)
-        with pytest.raises(Killed):
-            run_stage(workdir, "forgetful")
+    run_killed_after_epoch(workdir, monkeypatch, "forgetful")
     restore = resume.restore
     monkeypatch.setattr(resume, "restore", lambda *args: restore(*args[:-1]))  # all but the augmentation's
     forgetful, _ = run_stage(workdir, "forgetful")
