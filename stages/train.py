@@ -16,6 +16,7 @@ Run: python stages/train.py fc20 data/prepared/trainval data/models/fc20.pt metr
 import argparse
 import contextlib
 import dataclasses
+import faulthandler
 import os
 import sys
 from pathlib import Path
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     if params.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
         torchrun(params.train.nproc, sys.argv[1:] if argv is None else argv)
     world = ddp.world_from_env()
+    faulthandler.enable(sys.__stderr__)  # a crash in native code (a rank aborting in gloo) prints each thread's stack
     ddp.exit_with_launcher(world)
     ddp.per_rank_batch(params.train.batch_size, world.size)
     seed_everything(params.train.seed)

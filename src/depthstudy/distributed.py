@@ -81,6 +81,7 @@ def process_group(world: World, device: torch.device, timeout: timedelta = TIMEO
     else:
         raise UserError(f"params.yaml: train.device is {device.type}, but torchrun runs on cuda or cpu only")
     yield
+    dist.barrier()  # tear down in step: rank 0 validates and writes the outputs after the last collective
     dist.destroy_process_group()
 
 
